@@ -1,0 +1,34 @@
+"""Console output for the CLIs: rich logging and one-line user errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+console = Console(stderr=True)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Route the package's (and Lightning's) logging through rich, once."""
+    root = logging.getLogger()
+    if not any(isinstance(h, RichHandler) for h in root.handlers):
+        root.addHandler(RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False))
+    root.setLevel(level)
+    for noisy in ("PIL", "matplotlib", "fsspec", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_cli(fn: Callable[[], int | None], user_errors: tuple[type[BaseException], ...]) -> int:
+    """Run a CLI body; a user error prints ``error: ...`` and returns 2 instead of a traceback."""
+    try:
+        return int(fn() or 0)
+    except user_errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

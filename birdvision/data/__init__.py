@@ -1,0 +1,1 @@
+"""Data edge: manifests, splits, image and audio datasets, the mel frontend."""

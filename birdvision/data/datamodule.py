@@ -1,0 +1,69 @@
+"""One LightningDataModule for both modes: datasets per split plus optional on-device batch transforms.
+
+In spectrogram mode the datasets yield waveform windows and the mel frontend runs here,
+on the accelerator, after the batch is transferred; the model never knows the mode.
+"""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+
+class BirdDataModule(L.LightningDataModule):
+    """Loaders for ``train``/``valid``/``test`` datasets built by :mod:`birdvision.data.pipeline`."""
+
+    def __init__(
+        self,
+        datasets: dict[str, Dataset],
+        *,
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        batch_transform: nn.Module | None = None,
+        train_batch_transform: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.datasets = datasets
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = min(num_workers, os.cpu_count() or 1) if num_workers > 0 else 0
+        self.batch_transform = batch_transform
+        self.train_batch_transform = train_batch_transform
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        ds = self.datasets[split]
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(ds) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test" if len(self.datasets.get("test", [])) else "valid", False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        if self.batch_transform is not None:
+            self.batch_transform.to(x.device)
+            with torch.no_grad():
+                x = self.batch_transform(x)
+        if self.train_batch_transform is not None and self.trainer is not None and self.trainer.training:
+            self.train_batch_transform.to(x.device)
+            with torch.no_grad():
+                x = self.train_batch_transform(x)
+        return x, y

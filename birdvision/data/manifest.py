@@ -1,0 +1,145 @@
+"""The manifest: one row per sample, the hand-off between the audit and training.
+
+Columns: ``path,label,split,group,sha256,status[,start_s,end_s]``. ``group`` ties
+together everything that must stay on one side of a split (a recording, a photo and
+its duplicates). ``status`` is ``ok``, ``flagged`` or ``dropped``; training reads
+every row that is not ``dropped``. Relative paths are resolved against the folder
+that holds the manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from birdvision.artifacts import write_text
+
+SPLITS = ("train", "valid", "test")
+STATUSES = ("ok", "flagged", "dropped")
+COLUMNS = ("path", "label", "split", "group", "sha256", "status", "start_s", "end_s")
+REQUIRED = ("path", "label")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read or does not make sense."""
+
+
+@dataclass
+class Sample:
+    """One training example: a file (or a time range of one) with its label and split."""
+
+    path: str
+    label: str
+    split: str = ""
+    group: str = ""
+    sha256: str = ""
+    status: str = "ok"
+    start_s: float | None = None
+    end_s: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether training should use this sample."""
+        return self.status != "dropped"
+
+
+def _float_or_none(value: str | None) -> float | None:
+    if value is None or str(value).strip() == "":
+        return None
+    return float(value)
+
+
+def read_manifest(path: str | os.PathLike) -> list[Sample]:
+    """Read a manifest CSV; relative paths are taken relative to its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise ManifestError(
+                f"{path}: missing column(s) {missing}; a manifest needs at least "
+                f"'path,label' and may have {','.join(COLUMNS)}"
+            )
+        samples = []
+        for lineno, row in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            if not row.get("path") or not row.get("label"):
+                raise ManifestError(f"{path}:{lineno}: empty path or label")
+            p = Path(row["path"])
+            if not p.is_absolute():
+                p = path.parent / p
+            status = row.get("status") or "ok"
+            if status not in STATUSES:
+                raise ManifestError(f"{path}:{lineno}: status {status!r} is not one of {STATUSES}")
+            split = row.get("split", "")
+            if split == "val":
+                split = "valid"
+            if split and split not in SPLITS:
+                raise ManifestError(f"{path}:{lineno}: split {split!r} is not one of {SPLITS}")
+            try:
+                start, end = _float_or_none(row.get("start_s")), _float_or_none(row.get("end_s"))
+            except ValueError as e:
+                raise ManifestError(f"{path}:{lineno}: start_s/end_s must be numbers ({e})") from None
+            samples.append(
+                Sample(
+                    path=str(p),
+                    label=row["label"],
+                    split=split,
+                    group=row.get("group") or str(p),
+                    sha256=row.get("sha256", ""),
+                    status=status,
+                    start_s=start,
+                    end_s=end,
+                )
+            )
+    if not samples:
+        raise ManifestError(f"{path}: the manifest has no rows")
+    return samples
+
+
+def _rows_csv(samples: list[Sample]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for s in samples:
+        writer.writerow(
+            [
+                s.path,
+                s.label,
+                s.split,
+                s.group,
+                s.sha256,
+                s.status,
+                "" if s.start_s is None else f"{s.start_s:.6g}",
+                "" if s.end_s is None else f"{s.end_s:.6g}",
+            ]
+        )
+    return buf.getvalue()
+
+
+def write_manifest(path: str | os.PathLike, samples: list[Sample]) -> Path:
+    """Atomically write ``samples`` as a manifest CSV."""
+    return write_text(path, _rows_csv(samples))
+
+
+def manifest_digest(samples: list[Sample]) -> str:
+    """A short digest of the samples training sees, stored with every checkpoint and export."""
+    active = sorted((s for s in samples if s.active), key=lambda s: (s.path, s.start_s or 0.0))
+    return hashlib.sha256(_rows_csv(active).encode()).hexdigest()[:16]
+
+
+def class_list(samples: list[Sample]) -> list[str]:
+    """The sorted list of labels of the active samples."""
+    return sorted({s.label for s in samples if s.active})
+
+
+def sample_fields() -> list[str]:
+    """Field names of :class:`Sample`, for code that builds rows generically."""
+    return [f.name for f in fields(Sample)]

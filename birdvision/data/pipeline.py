@@ -1,0 +1,104 @@
+"""From a fit config to samples, class list, datasets and the preprocessing spec, per mode."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import Dataset
+
+from birdvision.data.demo import make_demo_photos
+from birdvision.data.images import ImageDataset, ImagePreprocess, eval_transform, train_transform
+from birdvision.data.manifest import Sample, class_list
+from birdvision.data.sources import DataSourceError, Discovery, check_splits, discover, from_manifest
+from birdvision.data.splits import assert_no_leakage
+from birdvision.models import get_spec
+
+log = logging.getLogger(__name__)
+
+DEMO_CACHE = Path.home() / ".cache" / "birdvision" / "demo"
+
+
+@dataclass
+class Pipeline:
+    """What training needs from the data edge."""
+
+    samples: list[Sample]
+    classes: list[str]
+    datasets: dict[str, Dataset]
+    preprocess: dict[str, Any]
+    in_chans: int = 3
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    origin: str = ""
+    batch_transform: nn.Module | None = None
+    train_batch_transform: nn.Module | None = None
+
+
+def _cap(samples: list[Sample], max_per_class: int | None) -> list[Sample]:
+    if not max_per_class:
+        return samples
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for s in samples:
+        k = (s.split, s.label)
+        if seen.get(k, 0) < max_per_class:
+            seen[k] = seen.get(k, 0) + 1
+            out.append(s)
+    return out
+
+
+def discover_samples(cfg: DictConfig) -> Discovery:
+    """Samples for the configured mode from a manifest, a folder, or the embedded demo."""
+    d = cfg.data
+    kw = dict(valid_fraction=d.valid_fraction, test_fraction=d.test_fraction, seed=cfg.seed)
+    if d.manifest:
+        return from_manifest(d.manifest, **kw)
+    if d.mode == "audio":
+        from birdvision.data.audio_pipeline import discover_audio
+
+        return discover_audio(cfg)
+    root = d.root
+    if root is None:
+        root = make_demo_photos(DEMO_CACHE / "photos")
+        log.info("no data.root given: using the embedded synthetic demo photos in %s", root)
+    return discover(root, **kw)
+
+
+def image_preprocess(cfg: DictConfig) -> ImagePreprocess:
+    spec = get_spec(cfg.model.backbone)
+    return ImagePreprocess(cfg.data.image_size or spec.input_size, spec.mean, spec.std, spec.interpolation)
+
+
+def build_pipeline(cfg: DictConfig) -> Pipeline:
+    """Discover, check and split the data, then build datasets for the configured mode."""
+    if cfg.data.mode not in ("image", "audio"):
+        raise DataSourceError(f"data.mode must be 'image' or 'audio', got {cfg.data.mode!r}")
+    found = discover_samples(cfg)
+    samples = _cap(found.samples, cfg.data.max_per_class)
+    assert_no_leakage(samples)
+    problems = check_splits(samples)
+    if problems:
+        raise DataSourceError(f"{found.origin}: " + "; ".join(problems))
+    classes = class_list(samples)
+    if cfg.data.mode == "audio":
+        from birdvision.data.audio_pipeline import build_audio_datasets
+
+        return build_audio_datasets(cfg, found, samples, classes)
+    pre = image_preprocess(cfg)
+    idx = {c: i for i, c in enumerate(classes)}
+    a = cfg.data.augment
+    train_tf = train_transform(
+        pre, hflip=a.hflip, perspective=a.perspective, rotation_deg=a.rotation_deg,
+        affine_translate=a.affine_translate, affine_scale=a.affine_scale,
+    )
+    by = {s: [x for x in samples if x.split == s] for s in ("train", "valid", "test")}
+    datasets = {
+        "train": ImageDataset(by["train"], idx, train_tf, draft_size=pre.size),
+        "valid": ImageDataset(by["valid"], idx, eval_transform(pre), draft_size=pre.size),
+        "test": ImageDataset(by["test"], idx, eval_transform(pre), draft_size=pre.size),
+    }
+    return Pipeline(samples, classes, datasets, pre.spec(), 3, found.skipped, found.origin)

@@ -1,0 +1,40 @@
+"""Staged fine-tuning: train only the new head for ``warmup_epochs``, then everything."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+
+from birdvision.models import split_parameters
+from birdvision.module import BirdClassifier, freeze_batchnorm
+
+log = logging.getLogger(__name__)
+
+
+class StagedFinetuning(L.Callback):
+    """Freeze the backbone (weights and batch-norm statistics) during the head-only warm-up.
+
+    The optimiser holds every parameter from the start, so unfreezing needs no new
+    parameter group and a resumed run restores the same optimiser state; frozen
+    parameters simply receive no gradient and AdamW skips them.
+    """
+
+    def __init__(self, warmup_epochs: int) -> None:
+        self.warmup_epochs = warmup_epochs
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: BirdClassifier) -> None:
+        head, body = split_parameters(pl_module.net, pl_module.hparams.backbone)
+        frozen = trainer.current_epoch < self.warmup_epochs
+        for p in body:
+            p.requires_grad_(not frozen)
+        if frozen:
+            freeze_batchnorm(pl_module.net)
+            head_ids = {id(p) for p in head}
+            # the head's own norm layers (if any) keep training
+            for m in pl_module.net.modules():
+                if any(id(p) in head_ids for p in m.parameters(recurse=False)):
+                    m.train()
+        if trainer.current_epoch == self.warmup_epochs and self.warmup_epochs > 0:
+            log.info("epoch %d: unfreezing the backbone", trainer.current_epoch)
+        pl_module.log("train/backbone_frozen", float(frozen), on_step=False, on_epoch=True)

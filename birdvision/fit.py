@@ -1,0 +1,181 @@
+"""``python -m birdvision.fit recipe=NAME key=value ...``: fine-tune a classifier, test it, report it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig
+
+from birdvision import __version__
+from birdvision.artifacts import write_json
+from birdvision.config import ConfigError, FitConfig, parse_cli, save_config, to_yaml
+from birdvision.console import console, run_cli, setup_logging
+from birdvision.data.datamodule import BirdDataModule
+from birdvision.data.manifest import manifest_digest, write_manifest
+from birdvision.data.pipeline import Pipeline, build_pipeline
+from birdvision.data.sources import DataSourceError
+from birdvision.data.splits import LeakageError
+from birdvision.finetune import StagedFinetuning
+from birdvision.models import WeightsUnavailableError
+from birdvision.module import BirdClassifier
+from birdvision.runs import CHECKPOINTS, AtomicCheckpointIO, RunError, new_run_dir, resolve_resume
+
+log = logging.getLogger("birdvision.fit")
+
+USER_ERRORS = (ConfigError, DataSourceError, LeakageError, WeightsUnavailableError, RunError)
+
+
+def choose_precision(requested: str | None) -> str:
+    """bf16-mixed on GPUs that support it, full precision elsewhere, unless the recipe says."""
+    if requested:
+        return requested
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def build_module(cfg: DictConfig, pipe: Pipeline, digest: str) -> BirdClassifier:
+    """The LightningModule for this config and data; pretrained weights are fetched here, before training."""
+    m, o = cfg.model, cfg.optim
+    return BirdClassifier(
+        m.backbone, pipe.classes,
+        pretrained=m.pretrained, weights_path=m.weights_path, in_chans=pipe.in_chans,
+        drop_rate=m.drop_rate, lr=o.lr, weight_decay=o.weight_decay, pct_start=o.pct_start,
+        div_factor=o.div_factor, final_div_factor=o.final_div_factor,
+        label_smoothing=o.label_smoothing, backbone_lr_scale=cfg.finetune.backbone_lr_scale,
+        warmup_epochs=cfg.finetune.warmup_epochs, channels_last=m.channels_last,
+        preprocess=pipe.preprocess, manifest_digest=digest, recipe=cfg.recipe,
+    )
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, *, enable_progress: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
+    """Trainer with per-epoch checkpoints (all kept), ``last.ckpt``, ``best.ckpt`` and a CSV log."""
+    t = cfg.trainer
+    ckpt_dir = run_dir / CHECKPOINTS
+    every_epoch = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="epoch={epoch:03d}", auto_insert_metric_name=False,
+        save_top_k=-1, every_n_epochs=1, save_last=True, enable_version_counter=False,
+    )
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", save_top_k=1,
+        enable_version_counter=False,
+    )
+    callbacks: list[L.Callback] = [every_epoch, best, StagedFinetuning(cfg.finetune.warmup_epochs)]
+    callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if enable_progress:
+        callbacks.append(RichProgressBar())
+    kwargs = {}
+    if t.limit_train_batches is not None:
+        kwargs["limit_train_batches"] = t.limit_train_batches
+    if t.limit_val_batches is not None:
+        kwargs["limit_val_batches"] = t.limit_val_batches
+    trainer = L.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=choose_precision(t.precision),
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        log_every_n_steps=t.log_every_n_steps,
+        deterministic=t.deterministic,
+        gradient_clip_val=t.gradient_clip_val,
+        callbacks=callbacks,
+        logger=CSVLogger(save_dir=run_dir, name="", version=""),
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=enable_progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
+    return trainer, best
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train, test the best checkpoint and write ``summary.json``; returns the summary."""
+    setup_logging()
+    resume_ckpt = None
+    if cfg.resume:
+        run_dir, resume_ckpt = resolve_resume(cfg.resume, cfg.output_dir, cfg.recipe)
+        log.info("resuming %s from %s", run_dir, resume_ckpt.name)
+    else:
+        run_dir = new_run_dir(cfg.output_dir, cfg.recipe)
+    console.print(f"[bold]birdvision {__version__}[/] fit, run folder {run_dir}\n" + to_yaml(cfg))
+    save_config(cfg, run_dir / ("config.yaml" if resume_ckpt is None else f"config.resume-{time.strftime('%Y%m%d-%H%M%S')}.yaml"))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    pipe = build_pipeline(cfg)
+    for path, why in pipe.skipped:
+        log.warning("left out %s: %s", path, why)
+    write_manifest(run_dir / "manifest.csv", pipe.samples)
+    digest = manifest_digest(pipe.samples)
+    write_json(run_dir / "classes.json", pipe.classes)
+    counts = {s: sum(1 for x in pipe.samples if x.split == s) for s in ("train", "valid", "test")}
+    log.info("%s: %d classes, samples per split %s, %d left out", pipe.origin, len(pipe.classes), counts, len(pipe.skipped))
+
+    module = build_module(cfg, pipe, digest)
+    dm = BirdDataModule(
+        pipe.datasets, batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers, batch_transform=pipe.batch_transform,
+        train_batch_transform=pipe.train_batch_transform,
+    )
+    trainer, best_cb = build_trainer(cfg, run_dir)
+    if cfg.tune.lr_find and resume_ckpt is None:
+        from birdvision.tune import find_lr
+
+        module.hparams.lr = find_lr(trainer, module, dm, run_dir)
+    t0 = time.time()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+    fit_seconds = time.time() - t0
+    best_path = best_cb.best_model_path or str(run_dir / CHECKPOINTS / "last.ckpt")
+    summary: dict = {
+        "recipe": cfg.recipe,
+        "backbone": cfg.model.backbone,
+        "mode": cfg.data.mode,
+        "run_dir": str(run_dir),
+        "epochs_completed": int(trainer.current_epoch),
+        "max_epochs": int(cfg.trainer.max_epochs),
+        "num_classes": len(pipe.classes),
+        "samples": counts,
+        "manifest_digest": digest,
+        "best_checkpoint": best_path,
+        "fit_seconds": round(fit_seconds, 1),
+        "birdvision_version": __version__,
+    }
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
+    summary.update(metrics)
+    if best_cb.best_model_score is not None:
+        summary["val/acc_best"] = float(best_cb.best_model_score)
+    if cfg.test_after_fit and Path(best_path).is_file():
+        results = trainer.test(module, datamodule=dm, ckpt_path=best_path, verbose=False)
+        summary.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+    write_json(run_dir / "summary.json", summary)
+    console.print_json(json.dumps({k: summary[k] for k in summary if "/" in k or k in ("epochs_completed", "best_checkpoint")}))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m birdvision.fit``."""
+
+    def body() -> int:
+        cfg = parse_cli(FitConfig, argv, preset_key="recipe", preset_dir="recipes", prog="birdvision.fit",
+                        description="Fine-tune a bird classifier on photos or call spectrograms.",
+                        default_preset="effnet_b0")
+        run(cfg)
+        return 0
+
+    return run_cli(body, USER_ERRORS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""Every backbone as data: its torchvision builder, weights, where its head and first conv sit.
+
+Nothing elsewhere branches on the model's class: the factory reads these specs. Names
+equal torchvision's builder names so users can look them up there.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone and adapt it."""
+
+    name: str
+    builder: str  # function name in torchvision.models, or "birdvision.models.tiny:build"
+    weights: str | None  # torchvision weights enum member, e.g. "ResNet18_Weights.IMAGENET1K_V1"
+    classifier: str  # dotted path of the final nn.Linear
+    first_conv: str  # dotted path of the first nn.Conv2d
+    input_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    dropout: str | None = None  # dotted path of the dropout in front of the head, if any
+    extra: dict = field(default_factory=dict)
+
+
+_SPECS = [
+    BackboneSpec("resnet18", "resnet18", "ResNet18_Weights.IMAGENET1K_V1", "fc", "conv1", 224),
+    BackboneSpec("resnet34", "resnet34", "ResNet34_Weights.IMAGENET1K_V1", "fc", "conv1", 224),
+    BackboneSpec("resnet50", "resnet50", "ResNet50_Weights.IMAGENET1K_V2", "fc", "conv1", 224),
+    BackboneSpec(
+        "efficientnet_b0", "efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1",
+        "classifier.1", "features.0.0", 224, interpolation="bicubic", dropout="classifier.0",
+    ),
+    BackboneSpec(
+        "efficientnet_b1", "efficientnet_b1", "EfficientNet_B1_Weights.IMAGENET1K_V1",
+        "classifier.1", "features.0.0", 240, interpolation="bicubic", dropout="classifier.0",
+    ),
+    BackboneSpec(
+        "efficientnet_b2", "efficientnet_b2", "EfficientNet_B2_Weights.IMAGENET1K_V1",
+        "classifier.1", "features.0.0", 288, interpolation="bicubic", dropout="classifier.0",
+    ),
+    # Only the final Linear is replaced: ConvNeXt keeps its pretrained LayerNorm2d in front.
+    BackboneSpec(
+        "convnext_tiny", "convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
+        "classifier.2", "features.0.0", 224,
+    ),
+    # A few-thousand-parameter network built by the same factory so every code path runs
+    # in milliseconds in tests; it has no pretrained weights.
+    BackboneSpec(
+        "test_tiny", "birdvision.models.tiny:build", None, "classifier.1", "features.0", 32,
+        dropout="classifier.0",
+    ),
+]
+
+BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in _SPECS}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """The spec of a registered backbone; an unknown name lists the close ones."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(BACKBONES), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown backbone {name!r}.{hint} Registered: {', '.join(BACKBONES)}") from None
