@@ -102,3 +102,32 @@ def build_pipeline(cfg: DictConfig) -> Pipeline:
         "test": ImageDataset(by["test"], idx, eval_transform(pre), draft_size=pre.size),
     }
     return Pipeline(samples, classes, datasets, pre.spec(), 3, found.skipped, found.origin)
+
+
+def eval_dataset(samples: list[Sample], classes: list[str], preprocess: dict[str, Any]) -> Dataset:
+    """A deterministic dataset for evaluation/prediction from a checkpoint's preprocessing spec.
+
+    Image specs yield normalised tensors; audio specs yield waveform windows (the mel
+    frontend, built from the same spec, runs on the batch).
+    """
+    idx = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({s.label for s in samples} - set(idx))
+    if unknown:
+        raise DataSourceError(
+            f"{len(unknown)} label(s) are not among the model's {len(classes)} classes: {unknown[:5]}"
+        )
+    if preprocess.get("kind") == "audio":
+        from birdvision.data.audio_pipeline import audio_eval_dataset
+
+        return audio_eval_dataset(samples, classes, preprocess)
+    pre = ImagePreprocess.from_spec(preprocess)
+    return ImageDataset(samples, idx, eval_transform(pre), draft_size=pre.size)
+
+
+def batch_transform_for(preprocess: dict[str, Any]) -> nn.Module | None:
+    """The on-device transform a preprocessing spec needs (the mel frontend for audio), else None."""
+    if preprocess.get("kind") == "audio":
+        from birdvision.data.mel import MelFrontend
+
+        return MelFrontend.from_spec(preprocess["mel"])
+    return None
