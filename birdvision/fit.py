@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import time
@@ -15,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
 from birdvision import __version__
-from birdvision.artifacts import write_json
+from birdvision.artifacts import write_json, write_text
 from birdvision.config import ConfigError, FitConfig, parse_cli, save_config, to_yaml
 from birdvision.console import console, run_cli, setup_logging
 from birdvision.data.datamodule import BirdDataModule
@@ -99,6 +101,31 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, enable_progress: bool = Tru
     return trainer, best
 
 
+def _set_aside_metrics(run_dir: Path) -> Path | None:
+    """Lightning's CSV logger deletes an existing metrics.csv; keep the interrupted run's rows."""
+    src = run_dir / "metrics.csv"
+    if not src.is_file():
+        return None
+    dst = run_dir / f"metrics.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    src.rename(dst)
+    return dst
+
+
+def _merge_metrics(earlier: Path, current: Path) -> None:
+    """metrics.csv = the interrupted run's rows for epochs before the resumed one, then the new rows."""
+    new = list(csv.DictReader(open(current, newline=""))) if current.is_file() else []
+    old = list(csv.DictReader(open(earlier, newline="")))
+    first = min((int(r["epoch"]) for r in new if r.get("epoch")), default=None)
+    rows = [r for r in old if first is None or (r.get("epoch") and int(r["epoch"]) < first)] + new
+    keys = sorted({k for r in rows for k in r})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(current, buf.getvalue())
+    earlier.unlink()
+
+
 def run(cfg: DictConfig) -> dict:
     """Train, test the best checkpoint and write ``summary.json``; returns the summary."""
     setup_logging()
@@ -127,6 +154,7 @@ def run(cfg: DictConfig) -> dict:
         num_workers=cfg.data.num_workers, batch_transform=pipe.batch_transform,
         train_batch_transform=pipe.train_batch_transform,
     )
+    earlier_metrics = _set_aside_metrics(run_dir) if resume_ckpt else None
     trainer, best_cb = build_trainer(cfg, run_dir)
     if cfg.tune.lr_find and resume_ckpt is None:
         from birdvision.tune import find_lr
@@ -137,6 +165,8 @@ def run(cfg: DictConfig) -> dict:
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
     fit_seconds = time.time() - t0
+    if earlier_metrics is not None:
+        _merge_metrics(earlier_metrics, run_dir / "metrics.csv")
     best_path = best_cb.best_model_path or str(run_dir / CHECKPOINTS / "last.ckpt")
     summary: dict = {
         "recipe": cfg.recipe,

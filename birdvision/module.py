@@ -138,11 +138,15 @@ class BirdClassifier(L.LightningModule):
         if body:
             groups.append({"params": body, "lr": lr * scale})
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)
+        total = max(4, int(self.trainer.estimated_stepping_batches))
+        # OneCycleLR divides by (pct_start * total - 1) and by the rest of the steps: on tiny
+        # runs keep each phase at least one full step long.
+        pct = min(max(self.hparams.pct_start, 2.0 / total), 1.0 - 2.0 / total)
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt,
             max_lr=[g["lr"] for g in groups],
-            total_steps=max(1, int(self.trainer.estimated_stepping_batches)),
-            pct_start=self.hparams.pct_start,
+            total_steps=total,
+            pct_start=pct,
             div_factor=self.hparams.div_factor,
             final_div_factor=self.hparams.final_div_factor,
         )

@@ -1,0 +1,276 @@
+"""The mel frontend: waveform windows in, log-mel "images" out, inside the model and its ONNX export.
+
+The frontend is an ``nn.Module`` placed in front of the backbone, so the exact same
+arithmetic runs in training (on GPU when the batch is), evaluation, and inside the
+exported ONNX graph: an exported model takes raw 32 kHz samples and nobody has to
+re-implement the spectrogram on a phone. Its parameters travel as a plain dict
+(:meth:`MelFrontend.spec`) in checkpoints and exports; :meth:`MelFrontend.from_spec`
+rebuilds it bit for bit (the kernels are derived, not stored).
+
+Pipeline, matching ``librosa.feature.melspectrogram(center=True, pad_mode="reflect",
+window="hann", power=2, htk=False, norm="slaney")`` followed by
+``librosa.power_to_db(ref=np.max, amin=1e-10, top_db=80)``:
+
+1. reflect-pad ``n_fft // 2`` each side (``center=True``), frames every ``hop_length``;
+2. periodic Hann window, DFT, power ``|X|^2``;
+3. Slaney mel filterbank (linear below 1 kHz, logarithmic above, area-normalised);
+4. ``10 log10(max(S, amin)) - 10 log10(max(ref, amin))`` with ``ref`` the example's
+   largest mel value (``ref="max"``: invariant to recording gain, which varies by tens
+   of dB between recordists) or 1.0 (``ref="fixed"``: keeps absolute level); then
+   values more than ``top_db`` below the example's peak are raised to that floor;
+5. normalisation ``(dB - norm_mean_db) / norm_std_db`` with fixed constants (default
+   -48/16: mean and spread of all dB values over 5 s windows of the 74 real recordings
+   (1.1 h) with ``ref="max"``, ``top_db=80``; so inputs have roughly zero mean and unit
+   spread; fixed, not per-batch, so train and export agree exactly).
+
+The DFT has two implementations: ``torch.stft`` (fast, used in eager mode) and a
+``conv1d`` with precomputed windowed cos/sin kernels (used while exporting, because
+ONNX STFT support is uneven across exporters and runtimes, while Conv is everywhere).
+Both are tested against each other and against librosa.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SPEC_KIND = "mel"
+SPEC_VERSION = 1
+AMIN = 1e-10
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: 3 mels per 200 Hz up to 1 kHz, then 27 mels per factor 6.4 (log)."""
+    f = np.atleast_1d(np.asarray(f, dtype=np.float64))
+    f_sp = 200.0 / 3
+    mels = f / f_sp
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
+    log_t = f >= min_log_hz
+    mels[log_t] = min_log_mel + np.log(f[log_t] / min_log_hz) / logstep
+    return mels
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.atleast_1d(np.asarray(m, dtype=np.float64))
+    f_sp = 200.0 / 3
+    freqs = f_sp * m
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
+    log_t = m >= min_log_mel
+    freqs[log_t] = min_log_hz * np.exp(logstep * (m[log_t] - min_log_mel))
+    return freqs
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min_hz: float, f_max_hz: float) -> np.ndarray:
+    """Slaney-normalised triangular filters ``[n_mels, 1 + n_fft // 2]`` (librosa's default, htk=False).
+
+    Filter i rises linearly from mel point i to i+1 and falls to i+2; each is scaled by
+    2 / (f[i+2] - f[i]) so every filter has the same area (equal energy per band, not
+    equal peak), which keeps wide high-frequency bands from dominating.
+    """
+    fft_freqs = np.linspace(0, sample_rate / 2, 1 + n_fft // 2)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(f_min_hz)[0], _hz_to_mel(f_max_hz)[0], n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
+    return weights
+
+
+def _exporting() -> bool:
+    """True while torch.onnx / torch.export / jit tracing is capturing the graph."""
+    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        return True
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting and is_exporting())
+
+
+class MelFrontend(nn.Module):
+    """Waveforms ``[B, T]`` or ``[B, 1, T]`` -> normalised log-mel ``[B, in_chans, n_mels, 1 + T // hop_length]``.
+
+    ``stft="auto"`` uses ``torch.stft`` in eager mode and the conv1d DFT while exporting;
+    ``"fft"`` / ``"conv"`` force one. ``in_chans=3`` repeats the single mel channel so an
+    ImageNet backbone's first conv can be used unchanged.
+    """
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 32000,
+        n_fft: int = 2048,
+        hop_length: int = 512,
+        n_mels: int = 128,
+        f_min_hz: float = 20.0,
+        f_max_hz: float = 16000.0,
+        top_db: float | None = 80.0,
+        ref: str = "max",
+        normalize: str = "fixed",
+        norm_mean_db: float = -48.0,
+        norm_std_db: float = 16.0,
+        in_chans: int = 1,
+        stft: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not 0 <= f_min_hz < f_max_hz <= sample_rate / 2:
+            raise ValueError(f"need 0 <= f_min_hz < f_max_hz <= sample_rate/2, got {f_min_hz}, {f_max_hz}")
+        if ref not in ("max", "fixed"):
+            raise ValueError(f"ref must be 'max' or 'fixed', got {ref!r}")
+        if normalize not in ("fixed", "none"):
+            raise ValueError(f"normalize must be 'fixed' or 'none', got {normalize!r}")
+        if in_chans not in (1, 3):
+            raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
+        if stft not in ("auto", "fft", "conv"):
+            raise ValueError(f"stft must be 'auto', 'fft' or 'conv', got {stft!r}")
+        if norm_std_db <= 0:
+            raise ValueError("norm_std_db must be > 0")
+        self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
+        self.f_min_hz, self.f_max_hz, self.top_db, self.ref = float(f_min_hz), float(f_max_hz), top_db, ref
+        self.normalize, self.norm_mean_db, self.norm_std_db = normalize, float(norm_mean_db), float(norm_std_db)
+        self.in_chans, self.stft = in_chans, stft
+
+        fb = mel_filterbank(sample_rate, n_fft, n_mels, f_min_hz, f_max_hz)
+        # Only DFT bins that some mel filter uses are computed: fewer conv kernels, same result.
+        used = np.flatnonzero(fb.sum(axis=0) > 0)
+        self.bin_lo, self.bin_hi = int(used[0]), int(used[-1]) + 1
+        fb = fb[:, self.bin_lo : self.bin_hi]
+        self.register_buffer("mel_fb", torch.tensor(fb, dtype=torch.float32), persistent=False)
+        n = np.arange(n_fft)
+        window = 0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)  # periodic Hann (scipy/librosa "hann")
+        self.register_buffer("window", torch.tensor(window, dtype=torch.float32), persistent=False)
+        # X[k] = sum_n w[n] x[n] e^{-2 pi i k n / N}: real part uses cos kernels, imaginary part -sin.
+        k = np.arange(self.bin_lo, self.bin_hi)[:, None]
+        angle = 2 * np.pi * k * n[None, :] / n_fft
+        kernels = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window])[:, None, :]
+        self.register_buffer("dft_kernels", torch.tensor(kernels, dtype=torch.float32), persistent=False)
+
+    # -- parameters as data ---------------------------------------------------------------------------
+
+    def spec(self) -> dict[str, Any]:
+        """Everything needed to rebuild this frontend; stored in checkpoints and export metadata."""
+        return {
+            "kind": SPEC_KIND, "version": SPEC_VERSION, "sample_rate": self.sample_rate, "n_fft": self.n_fft,
+            "hop_length": self.hop_length, "n_mels": self.n_mels, "f_min_hz": self.f_min_hz,
+            "f_max_hz": self.f_max_hz, "top_db": self.top_db, "ref": self.ref, "normalize": self.normalize,
+            "norm_mean_db": self.norm_mean_db, "norm_std_db": self.norm_std_db, "in_chans": self.in_chans,
+            "window": "hann", "center": True, "pad_mode": "reflect", "mel_scale": "slaney", "power": 2.0,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], **overrides: Any) -> MelFrontend:
+        """Rebuild from :meth:`spec` output (descriptive keys such as ``window`` are checked, not passed)."""
+        if spec.get("kind", SPEC_KIND) != SPEC_KIND:
+            raise ValueError(f"not a mel frontend spec (kind={spec.get('kind')!r})")
+        fixed = {"window": "hann", "center": True, "pad_mode": "reflect", "mel_scale": "slaney", "power": 2.0}
+        for key, want in fixed.items():
+            if key in spec and spec[key] != want:
+                raise ValueError(f"mel spec has {key}={spec[key]!r}; this frontend only implements {want!r}")
+        keys = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min_hz", "f_max_hz", "top_db", "ref",
+                "normalize", "norm_mean_db", "norm_std_db", "in_chans")
+        kwargs = {k: spec[k] for k in keys if k in spec}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def n_frames(self, n_samples: int) -> int:
+        """Number of frames (the output's width) for a window of ``n_samples``."""
+        return 1 + n_samples // self.hop_length
+
+    def extra_repr(self) -> str:
+        return (f"sample_rate={self.sample_rate}, n_fft={self.n_fft}, hop_length={self.hop_length}, "
+                f"n_mels={self.n_mels}, f_min_hz={self.f_min_hz}, f_max_hz={self.f_max_hz}, "
+                f"top_db={self.top_db}, ref={self.ref!r}, in_chans={self.in_chans}")
+
+    # -- computation ----------------------------------------------------------------------------------
+
+    def power_spectrogram(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` -> ``|STFT|^2`` over the used bins, ``[B, bins, frames]``."""
+        use_conv = self.stft == "conv" or (self.stft == "auto" and _exporting())
+        if use_conv:
+            pad = self.n_fft // 2
+            xp = F.pad(x.unsqueeze(1), (pad, pad), mode="reflect")
+            spec = F.conv1d(xp, self.dft_kernels, stride=self.hop_length)  # [B, 2*bins, frames]
+            nb = self.bin_hi - self.bin_lo
+            re, im = spec[:, :nb], spec[:, nb:]
+            return re * re + im * im
+        z = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="reflect",
+                       return_complex=True)
+        z = z[:, self.bin_lo : self.bin_hi]
+        return z.real.square() + z.imag.square()
+
+    def to_db(self, mel: torch.Tensor) -> torch.Tensor:
+        """Power mel ``[B, M, T]`` -> dB as in ``librosa.power_to_db`` with this frontend's ref and top_db."""
+        db = 10.0 * torch.log10(torch.clamp(mel, min=AMIN))
+        if self.ref == "max":
+            peak = torch.amax(mel, dim=(-2, -1), keepdim=True)
+            db = db - 10.0 * torch.log10(torch.clamp(peak, min=AMIN))
+        if self.top_db is not None:
+            db = torch.maximum(db, torch.amax(db, dim=(-2, -1), keepdim=True) - self.top_db)
+        return db
+
+    def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` -> un-normalised dB ``[B, n_mels, frames]`` (what the librosa test compares)."""
+        x = waveform.float()
+        power = self.power_spectrogram(x)
+        mel = torch.matmul(self.mel_fb, power)
+        return self.to_db(mel)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        if waveform.dim() == 3:
+            if waveform.shape[1] != 1:
+                raise ValueError(f"expected mono waveforms [B, 1, T], got {tuple(waveform.shape)}")
+            waveform = waveform[:, 0]
+        if waveform.dim() != 2:
+            raise ValueError(f"expected waveforms [B, T] or [B, 1, T], got {tuple(waveform.shape)}")
+        db = self.log_mel(waveform)
+        if self.normalize == "fixed":
+            db = (db - self.norm_mean_db) / self.norm_std_db
+        out = db.unsqueeze(1)
+        if self.in_chans == 3:
+            out = out.expand(-1, 3, -1, -1)
+        return out.contiguous()
+
+
+class SpecAugment(nn.Module):
+    """Time and frequency masking of a normalised log-mel batch ``[B, C, F, T]``; identity in eval mode.
+
+    Each example, with probability ``p``, gets ``time_masks`` bands of up to
+    ``time_mask_frames`` frames and ``freq_masks`` bands of up to ``freq_mask_bins`` mel
+    bins set to ``fill`` (0 = the normalised mean, so a mask looks like "average", not
+    like silence or a loud band). All channels share the mask. Put it between the
+    frontend and the backbone: ``nn.Sequential(frontend, spec_augment, backbone)``; in
+    ``eval()`` (and therefore in export) it returns its input untouched.
+    """
+
+    def __init__(self, *, p: float = 0.5, time_masks: int = 2, time_mask_frames: int = 24, freq_masks: int = 2,
+                 freq_mask_bins: int = 12, fill: float = 0.0) -> None:
+        super().__init__()
+        self.p, self.time_masks, self.time_mask_frames = float(p), int(time_masks), int(time_mask_frames)
+        self.freq_masks, self.freq_mask_bins, self.fill = int(freq_masks), int(freq_mask_bins), float(fill)
+
+    @staticmethod
+    def _bands(batch: int, count: int, max_width: int, size: int, device: torch.device) -> torch.Tensor:
+        """Boolean ``[B, size]``: union of ``count`` random bands of width 0..max_width per example."""
+        idx = torch.arange(size, device=device)
+        out = torch.zeros(batch, size, dtype=torch.bool, device=device)
+        for _ in range(count):
+            width = torch.randint(0, max_width + 1, (batch, 1), device=device)
+            start = (torch.rand(batch, 1, device=device) * (size - width + 1).clamp(min=1)).long()
+            out |= (idx >= start) & (idx < start + width)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p <= 0:
+            return x
+        b, _, f, t = x.shape
+        apply = (torch.rand(b, 1, 1, 1, device=x.device) < self.p)
+        mask = torch.zeros(b, 1, f, t, dtype=torch.bool, device=x.device)
+        if self.time_masks and self.time_mask_frames:
+            mask |= self._bands(b, self.time_masks, self.time_mask_frames, t, x.device)[:, None, None, :]
+        if self.freq_masks and self.freq_mask_bins:
+            mask |= self._bands(b, self.freq_masks, self.freq_mask_bins, f, x.device)[:, None, :, None]
+        return torch.where(mask & apply, torch.full_like(x, self.fill), x)

@@ -1,0 +1,428 @@
+"""``python -m birdvision.evaluate ckpt=PATH split=test``: honest metrics, plots and calibration for a checkpoint.
+
+The model runs once over the evaluated split (and once over the validation split to fit
+the softmax temperature); everything else is computed from those logits by
+:mod:`birdvision.reports`. By default the samples come from the run's own
+``manifest.csv``, so the test split is exactly the one training never saw.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from birdvision.artifacts import write_json, write_text
+from birdvision.checkpoint import load_classifier, read_checkpoint, set_temperature
+from birdvision.config import ConfigError, parse_cli
+from birdvision.console import console, run_cli, setup_logging
+from birdvision.data.manifest import SPLITS, ManifestError, Sample
+from birdvision.data.pipeline import batch_transform_for, eval_dataset
+from birdvision.data.sources import DataSourceError, discover, from_manifest
+from birdvision.reports import calibration as cal
+from birdvision.reports import metrics as M
+from birdvision.reports import plots
+from birdvision.runs import CHECKPOINTS, RunError, find_checkpoint
+
+log = logging.getLogger("birdvision.evaluate")
+
+
+class EvaluationError(ValueError):
+    """Data that cannot be evaluated with a checkpoint (unknown labels, an empty split, ...)."""
+
+
+PRED_COLUMNS = ["item", "true", "predicted", "confidence", "loss"]
+USER_ERRORS = (ConfigError, RunError, DataSourceError, ManifestError, EvaluationError)
+
+
+@dataclass
+class EvaluateConfig:
+    """Everything ``python -m birdvision.evaluate`` reads."""
+
+    ckpt: str | None = None  # a .ckpt file, or a run folder (its best.ckpt)
+    split: str = "test"  # train | valid | test
+    output_dir: str | None = None  # None = RUN/eval (RUN/eval-SPLIT for other splits), ./eval for a loose checkpoint
+    data: str | None = None  # manifest CSV or photo folder; None = the run's manifest.csv
+    class_map: str | None = None  # JSON {"data label": "model label"} or 2-column CSV; "" / null drops a label
+    calibrate: bool = True  # fit the temperature on the valid split and store it in the checkpoint
+    batch_size: int = 64
+    num_workers: int = 0
+    top_losses: int = 16  # images in the top-losses grid
+    device: str = "auto"  # auto | cpu | cuda
+    report: bool = True  # rewrite RUN/report.html afterwards (checkpoints inside a run folder only)
+
+
+# ----------------------------------------------------------------------------- where things are
+
+
+def run_dir_of(ckpt: Path) -> Path | None:
+    """The run folder of a checkpoint in ``RUN/checkpoints/``, else None."""
+    run = ckpt.parent.parent
+    return run if ckpt.parent.name == CHECKPOINTS and run.is_dir() else None
+
+
+def default_output_dir(ckpt: Path, split: str) -> Path:
+    """``RUN/eval`` for the test split, ``RUN/eval-SPLIT`` otherwise, so a valid run never overwrites the test one."""
+    run = run_dir_of(ckpt)
+    name = "eval" if split == "test" else f"eval-{split}"
+    return (run / name) if run is not None else Path(name)
+
+
+def _run_seed(run: Path | None) -> int:
+    try:
+        import yaml
+
+        return int((yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}).get("seed", 42))  # type: ignore[operator]
+    except Exception:  # no run folder, no config, or no seed: the fit default
+        return 42
+
+
+def load_samples(ckpt: Path, data: str | None) -> tuple[list[Sample], str]:
+    """Active samples with their splits, and where they came from (for the report)."""
+    run = run_dir_of(ckpt)
+    if data is None:
+        if run is None or not (run / "manifest.csv").is_file():
+            raise EvaluationError(
+                f"{ckpt} is not inside a run folder with a manifest.csv; pass data=MANIFEST.csv or data=PHOTO_FOLDER"
+            )
+        data = str(run / "manifest.csv")
+    p = Path(data).expanduser()
+    seed = _run_seed(run)
+    if p.is_file():
+        found = from_manifest(p, valid_fraction=0.15, test_fraction=0.15, seed=seed)
+    elif p.is_dir():
+        found = discover(p, valid_fraction=0.15, test_fraction=0.15, seed=seed)
+    else:
+        raise EvaluationError(f"data={data}: no such manifest file or folder")
+    return found.samples, found.origin
+
+
+def read_class_map(path: str | Path) -> dict[str, str | None]:
+    """``data label -> model label`` from JSON (an object) or a two-column CSV; an empty target drops the label."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise EvaluationError(f"class_map={path}: file not found")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() == ".json":
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise EvaluationError(f"class_map={path}: not valid JSON ({e})") from None
+        if not isinstance(obj, dict):
+            raise EvaluationError(f"class_map={path}: expected a JSON object {{\"data label\": \"model label\"}}")
+        return {str(k): (str(v) if v not in (None, "") else None) for k, v in obj.items()}
+    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if rows and [c.strip().lower() for c in rows[0][:2]] in (["data", "model"], ["from", "to"], ["data_label", "model_label"]):
+        rows = rows[1:]
+    bad = [i for i, r in enumerate(rows, 1) if len(r) < 1 or len(r) > 2]
+    if bad:
+        raise EvaluationError(f"class_map={path}: expected two columns 'data label,model label' (row {bad[0]})")
+    return {r[0].strip(): (r[1].strip() or None) if len(r) == 2 else None for r in rows}
+
+
+def apply_class_map(samples: list[Sample], mapping: dict[str, str | None]) -> list[Sample]:
+    """Relabel samples; labels mapped to nothing are left out of the evaluation."""
+    out = []
+    for s in samples:
+        if s.label in mapping:
+            target = mapping[s.label]
+            if target is None:
+                continue
+            s = Sample(**{**s.__dict__, "label": target})
+        out.append(s)
+    return out
+
+
+def check_labels(samples: list[Sample], classes: list[str], source: str) -> None:
+    """Refuse data whose labels the model does not know, naming them and the nearest model classes."""
+    known = set(classes)
+    unknown = sorted({s.label for s in samples} - known)
+    if not unknown:
+        return
+    lower = {c.lower(): c for c in classes}
+    hints = []
+    for u in unknown[:5]:
+        close = [lower[u.lower()]] if u.lower() in lower else difflib.get_close_matches(u, classes, n=1, cutoff=0.6)
+        hints.append(f"{u!r}" + (f" (model has {close[0]!r})" if close else ""))
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    raise EvaluationError(
+        f"{len(unknown)} label(s) in {source} are not among the checkpoint's {len(classes)} classes: "
+        f"{', '.join(hints)}{more}. Evaluate with the data the model was trained on, or pass "
+        "class_map=FILE (JSON {\"data label\": \"model label\"}, null to drop a label)"
+    )
+
+
+def _split_samples(samples: list[Sample], split: str, source: str) -> list[Sample]:
+    chosen = [s for s in samples if s.split == split and s.active]
+    if not chosen:
+        counts = ", ".join(f"{k}={sum(1 for s in samples if s.split == k)}" for k in SPLITS)
+        raise EvaluationError(f"split {split!r} of {source} has no samples ({counts})")
+    return chosen
+
+
+# ----------------------------------------------------------------------------- running the model
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def compute_logits(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    batch_transform: torch.nn.Module | None,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw logits (temperature 1) and integer labels for every item of ``dataset``, in order."""
+    model = model.to(device).eval()
+    if batch_transform is not None:
+        batch_transform = batch_transform.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    out, ys = [], []
+    for x, y in loader:
+        x = x.to(device)
+        if batch_transform is not None:
+            x = batch_transform(x)
+        out.append(model(x).float().cpu())
+        ys.append(torch.as_tensor(y))
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return torch.cat(out).numpy(), torch.cat(ys).numpy().astype(np.int64)
+
+
+def _item_name(dataset: Dataset, i: int) -> str:
+    """A file name for item ``i`` when the dataset can tell (image datasets map items to samples 1:1)."""
+    describe = getattr(dataset, "describe", None)
+    if callable(describe):
+        return str(describe(i))
+    samples = getattr(dataset, "samples", None)
+    if samples is not None and len(samples) == len(dataset):  # type: ignore[arg-type]
+        s = samples[i]
+        name = Path(s.path).name
+        return f"{name}@{s.start_s:g}s" if getattr(s, "start_s", None) is not None else name
+    return f"#{i}"
+
+
+def _display_image(x: torch.Tensor, preprocess: dict[str, Any]) -> np.ndarray:
+    """Undo the normalisation of a photo (to HWC in [0, 1]); show a spectrogram's first channel as is."""
+    if preprocess.get("kind") == "audio":
+        return x[0].cpu().numpy()
+    mean = torch.tensor(preprocess.get("mean", (0.0, 0.0, 0.0))).view(-1, 1, 1)
+    std = torch.tensor(preprocess.get("std", (1.0, 1.0, 1.0))).view(-1, 1, 1)
+    return (x.cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+@torch.no_grad()
+def _top_loss_images(dataset: Dataset, idx: list[int], preprocess: dict[str, Any],
+                     batch_transform: torch.nn.Module | None) -> list[np.ndarray]:
+    images = []
+    for i in idx:
+        x = dataset[i][0]
+        if batch_transform is not None:
+            x = batch_transform.cpu()(x.unsqueeze(0))[0]
+        images.append(_display_image(x, preprocess))
+    return images
+
+
+# ----------------------------------------------------------------------------- the evaluation
+
+
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: undefined values (an empty calibration split) become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def evaluate_checkpoint(
+    ckpt: str | Path,
+    split: str = "test",
+    output_dir: str | Path | None = None,
+    data: str | Path | None = None,
+    *,
+    class_map: str | Path | None = None,
+    calibrate: bool = True,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    top_losses: int = 16,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split; write tables, plots and ``metrics.json`` into ``output_dir``.
+
+    With ``calibrate`` the softmax temperature is fitted on the validation split (LBFGS on
+    the NLL of its logits) and stored in the checkpoint, so ``predict`` and exports use it.
+    Returns the content of ``metrics.json`` plus ``outputs`` (the files written).
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
+    ckpt_path = find_checkpoint(ckpt)
+    hp = dict(read_checkpoint(ckpt_path)["hyper_parameters"])
+    classes: list[str] = list(hp["classes"])
+    preprocess: dict[str, Any] = dict(hp["preprocess"] or {})
+    out = Path(output_dir) if output_dir is not None else default_output_dir(ckpt_path, split)
+
+    samples, source = load_samples(ckpt_path, None if data is None else str(data))
+    if class_map is not None:
+        samples = apply_class_map(samples, read_class_map(class_map))
+    evaluated = _split_samples(samples, split, source)
+    check_labels(evaluated, classes, f"split {split!r} of {source}")
+    calib = [s for s in samples if s.split == "valid" and s.active] if calibrate else []
+    check_labels(calib, classes, f"split 'valid' of {source}")
+
+    dev = _device(device)
+    model = load_classifier(ckpt_path)
+    transform = batch_transform_for(preprocess)
+    run_kw = dict(batch_transform=transform, batch_size=batch_size, num_workers=num_workers, device=dev)
+    log.info("evaluating %s on %d %s samples of %s", ckpt_path, len(evaluated), split, source)
+    ds = eval_dataset(evaluated, classes, preprocess)
+    logits, labels = compute_logits(model, ds, **run_kw)
+    if len(labels) == 0:
+        raise EvaluationError(f"split {split!r} of {source} yields no items to evaluate")
+
+    # ---- calibration: fitted on valid, measured on the evaluated split
+    temperature_before = float(hp.get("temperature", 1.0))
+    temperature, cal_note = None, ""
+    if calibrate:
+        if split == "valid":
+            val_logits, val_labels = logits, labels
+            cal_note = "fitted and measured on the same (valid) split: the ECE after scaling is optimistic"
+        elif calib:
+            val_logits, val_labels = compute_logits(model, eval_dataset(calib, classes, preprocess), **run_kw)
+        else:
+            val_logits, val_labels = np.zeros((0, len(classes))), np.zeros(0, dtype=np.int64)
+        if len(val_labels):
+            temperature = cal.fit_temperature(val_logits, val_labels)
+            set_temperature(ckpt_path, temperature)
+            log.info("temperature %.4f fitted on %d valid items, stored in %s", temperature, len(val_labels), ckpt_path)
+        else:
+            cal_note = "no validation samples: temperature not fitted"
+            log.warning("%s: %s", source, cal_note)
+
+    # ---- metrics from one confusion matrix
+    n = len(classes)
+    preds = logits.argmax(axis=1)
+    cm = M.confusion_matrix(labels, preds, n)
+    rows = M.per_class(cm, classes)
+    pairs = M.confused_pairs(cm, classes, limit=100)
+    bins_raw = cal.reliability_bins(cal.softmax(logits), labels)
+    bins_cal = cal.reliability_bins(cal.softmax(logits, temperature), labels) if temperature else None
+    result: dict[str, Any] = {
+        "checkpoint": str(ckpt_path),
+        "split": split,
+        "data": source,
+        "class_map": str(class_map) if class_map else None,
+        "items": int(len(labels)),
+        "samples": len(evaluated),
+        "num_classes": n,
+        "classes_in_split": int(sum(1 for r in rows if r.support > 0)),
+        "top1": M.topk_accuracy(logits, labels, 1),
+        "top5": M.topk_accuracy(logits, labels, 5),
+        **M.macro_scores(rows),
+        "nll": cal.nll(logits, labels),
+        "ece": bins_raw.ece,
+        "temperature": temperature if temperature is not None else temperature_before,
+        "temperature_fitted": temperature is not None,
+        "temperature_previous": temperature_before,
+        "nll_calibrated": cal.nll(logits, labels, temperature) if temperature else None,
+        "ece_calibrated": bins_cal.ece if bins_cal else None,
+        "calibration_split": "valid" if temperature is not None else None,
+        "calibration_note": cal_note,
+        "backbone": hp.get("backbone"),
+        "recipe": hp.get("recipe"),
+        "manifest_digest": hp.get("manifest_digest"),
+    }
+
+    # ---- files
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    written += M.write_table(M.rows_as_dicts(rows), out / "per_class", f"Per-class results ({split})",
+                             M.columns_of(M.ClassRow))
+    written += M.write_table(M.rows_as_dicts(pairs), out / "confused_pairs", f"Most-confused pairs ({split})",
+                             M.columns_of(M.ConfusedPair))
+    written.append(plots.save_figure(plots.confusion_figure(cm, classes, f"Confusion matrix ({split}, n={len(labels)})"),
+                                     out / "confusion_matrix.png"))
+    written.append(plots.save_figure(plots.reliability_figure(bins_raw, bins_cal, temperature), out / "reliability.png"))
+
+    t_show = temperature or 1.0
+    probs = cal.softmax(logits, t_show)
+    losses = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None))
+    pred_rows = [
+        {"item": _item_name(ds, i), "true": classes[labels[i]], "predicted": classes[preds[i]],
+         "confidence": round(float(probs[i, preds[i]]), 5), "loss": round(float(losses[i]), 5)}
+        for i in range(len(labels))
+    ]
+    written.append(write_text(out / "predictions.csv", M.csv_text(pred_rows, PRED_COLUMNS)))
+    wrong = [int(i) for i in np.argsort(-losses) if preds[i] != labels[i]][:top_losses]
+    captions = [
+        f"true: {plots._short(classes[labels[i]])}\npred: {plots._short(classes[preds[i]])} ({probs[i, preds[i]]:.2f})"
+        f"\n{plots._short(_item_name(ds, i), 30)}"
+        for i in wrong
+    ]
+    images = _top_loss_images(ds, wrong, preprocess, transform)
+    written.append(plots.save_figure(
+        plots.top_losses_figure(images, captions, spectrogram=preprocess.get("kind") == "audio"), out / "top_losses.png"))
+    written += M.write_table([pred_rows[i] for i in wrong], out / "top_losses", f"Top losses ({split}, T={t_show:.3f})",
+                             PRED_COLUMNS)
+
+    result = _finite(result)
+    result["outputs"] = sorted(str(p.relative_to(out)) for p in written)
+    write_json(out / "metrics.json", result)
+    return result
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    """Evaluate as configured, print the headline numbers, refresh the run report."""
+    setup_logging()
+    if not cfg.ckpt:
+        raise ConfigError("ckpt=PATH is required (a .ckpt file or a run folder)")
+    ckpt = find_checkpoint(cfg.ckpt)
+    out = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(ckpt, cfg.split)
+    result = evaluate_checkpoint(
+        ckpt, cfg.split, out, cfg.data, class_map=cfg.class_map, calibrate=cfg.calibrate,
+        batch_size=cfg.batch_size, num_workers=cfg.num_workers, top_losses=cfg.top_losses, device=cfg.device,
+    )
+    keys = ("split", "items", "top1", "top5", "macro_f1", "ece", "ece_calibrated", "temperature")
+    console.print_json(json.dumps({k: result.get(k) for k in keys}))
+    console.print(f"evaluation written to {out}")
+    run = run_dir_of(ckpt)
+    if cfg.report and run is not None:
+        from birdvision.reports.html import write_run_report
+
+        console.print(f"run report: {write_run_report(run)}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m birdvision.evaluate``."""
+
+    def body() -> int:
+        cfg = parse_cli(EvaluateConfig, argv, preset_key="preset", preset_dir="eval_presets", prog="birdvision.evaluate",
+                        description="Evaluate a checkpoint: metrics, per-class table, confusion matrix, "
+                                    "top losses, calibration (stores the fitted temperature in the checkpoint).")
+        run(cfg)
+        return 0
+
+    return run_cli(body, USER_ERRORS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

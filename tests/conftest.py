@@ -1,0 +1,36 @@
+"""Shared fixtures: small generated photo sets and the real-data location (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("BIRDVISION_OFFLINE", "1")  # never try to download weights in tests
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """``../shared/realdata`` beside the checkout; tests using it skip when it is absent."""
+    if not REALDATA.is_dir():
+        pytest.skip("../shared/realdata is not present")
+    return REALDATA
+
+
+@pytest.fixture(scope="session")
+def demo_photos(tmp_path_factory) -> Path:
+    """A small synthetic BIRDS-525-style photo set (3 species, 32 px)."""
+    from birdvision.data.demo import make_demo_photos
+
+    return make_demo_photos(tmp_path_factory.mktemp("demo"), n_species=3, per_split=(12, 4, 4), size=32)
+
+
+def fit_args(root: Path, out: Path, *extra: str) -> list[str]:
+    """Arguments for a seconds-long fit with the tiny test backbone."""
+    return [
+        "recipe=demo", f"data.root={root}", f"output_dir={out}", "model.backbone=test_tiny",
+        "data.image_size=32", "data.num_workers=0", "trainer.max_epochs=2", "data.batch_size=8", *extra,
+    ]

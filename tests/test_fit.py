@@ -1,0 +1,117 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from birdvision.checkpoint import CheckpointError, checkpoint_meta, load_classifier
+from birdvision.fit import main
+from tests.conftest import fit_args
+
+
+@pytest.fixture(scope="module")
+def run(demo_photos: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    assert main(fit_args(demo_photos, out)) == 0
+    (run_dir,) = list((out / "demo").iterdir())
+    return run_dir
+
+
+def test_fit_writes_run_folder(run: Path):
+    for name in ("config.yaml", "classes.json", "metrics.csv", "summary.json", "manifest.csv"):
+        assert (run / name).is_file(), name
+    ck = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
+    assert ck == ["best.ckpt", "epoch=000.ckpt", "epoch=001.ckpt", "last.ckpt"]
+    s = json.loads((run / "summary.json").read_text())
+    assert s["epochs_completed"] == 2
+    assert 0.0 <= s["test/acc"] <= 1.0 and "val/acc_best" in s
+    assert Path(s["best_checkpoint"]).is_file()
+    assert json.loads((run / "classes.json").read_text()) == sorted(json.loads((run / "classes.json").read_text()))
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss" in header and "val/acc" in header
+
+
+def test_checkpoint_carries_everything_to_run_it(run: Path):
+    meta = checkpoint_meta(run / "checkpoints" / "best.ckpt")
+    assert meta["classes"] == json.loads((run / "classes.json").read_text())
+    assert meta["preprocess"]["kind"] == "image" and meta["preprocess"]["size"] == 32
+    assert len(meta["manifest_digest"]) == 16 and meta["backbone"] == "test_tiny"
+    model = load_classifier(run)
+    probs = model.predict_proba(torch.zeros(2, 3, 32, 32))
+    torch.testing.assert_close(probs.sum(1), torch.ones(2))
+
+
+def test_staged_finetuning_freezes_then_unfreezes(run: Path):
+    import csv
+
+    rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("train/backbone_frozen")]
+    frozen = {int(r["epoch"]): float(r["train/backbone_frozen"]) for r in rows}
+    assert frozen == {0: 1.0, 1: 0.0}  # recipe demo: one head-only epoch
+
+
+def test_backbone_weights_do_not_change_during_warmup(demo_photos: Path, tmp_path: Path):
+    assert main(fit_args(demo_photos, tmp_path, "trainer.max_epochs=1", "finetune.warmup_epochs=1", "seed=3")) == 0
+    (run_dir,) = list((tmp_path / "demo").iterdir())
+    after = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    import lightning as L
+
+    from birdvision.models import create_model
+
+    L.seed_everything(3)
+    before = create_model("test_tiny", 3).state_dict()
+    torch.testing.assert_close(after["net.features.0.weight"], before["features.0.weight"])
+    assert not torch.equal(after["net.classifier.1.weight"], before["classifier.1.weight"])
+
+
+def test_resume_latest_completes_the_planned_epochs(run: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    shutil.copytree(run, out / "demo" / run.name)
+    rd = out / "demo" / run.name
+    for name in ("epoch=001.ckpt", "last.ckpt", "best.ckpt"):
+        (rd / "checkpoints" / name).unlink()
+    (rd / "summary.json").unlink()
+    step0 = torch.load(rd / "checkpoints" / "epoch=000.ckpt", weights_only=True)["global_step"]
+    assert main(fit_args(_root(run), out, "resume=latest")) == 0
+    s = json.loads((rd / "summary.json").read_text())
+    assert s["epochs_completed"] == 2
+    last = torch.load(rd / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2 * step0  # continued from epoch 1, not restarted
+    import csv
+
+    epochs = {int(r["epoch"]) for r in csv.DictReader(open(rd / "metrics.csv")) if r.get("val/acc")}
+    assert epochs == {0, 1}  # the interrupted run's rows are kept beside the resumed ones
+
+
+def _root(run: Path) -> Path:
+    import yaml
+
+    return Path(yaml.safe_load((run / "config.yaml").read_text())["data"]["root"])
+
+
+def test_resume_without_runs_is_clear(tmp_path: Path, demo_photos: Path, capsys):
+    assert main(fit_args(demo_photos, tmp_path, "resume=latest")) == 2
+    assert "no run of recipe 'demo'" in capsys.readouterr().err
+
+
+def test_user_errors_exit_2_without_traceback(tmp_path: Path, capsys):
+    assert main(["recipe=demo", "trainer.max_epoch=1"]) == 2
+    err = capsys.readouterr().err
+    assert "trainer.max_epochs" in err and "Traceback" not in err
+    assert main(["recipe=demo", f"data.root={tmp_path / 'missing'}", f"output_dir={tmp_path}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_pretrained_unavailable_stops_before_training(tmp_path: Path, demo_photos: Path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    args = fit_args(demo_photos, tmp_path, "model.backbone=resnet18", "model.pretrained=true")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "model.pretrained=false" in err and "resnet18-f37072fd.pth" in err
+    assert not list(tmp_path.glob("demo/*/checkpoints/*.ckpt"))
+
+
+def test_foreign_checkpoint_is_refused(tmp_path: Path):
+    torch.save({"state_dict": {}}, tmp_path / "x.ckpt")
+    with pytest.raises(CheckpointError, match="not a birdvision checkpoint"):
+        load_classifier(tmp_path / "x.ckpt")
