@@ -46,36 +46,44 @@ class AugmentConfig:
 
 @dataclass
 class MelConfig:
-    """Mel spectrogram frontend parameters (stored with every checkpoint and export)."""
+    """Mel spectrogram frontend (birdvision.data.mel.MelFrontend); stored with every checkpoint and export."""
 
     n_fft: int = 2048
     hop_length: int = 512
     n_mels: int = 128
     f_min_hz: float = 20.0
     f_max_hz: float = 16000.0
-    top_db: float = 80.0
-    in_chans: int = 1
+    top_db: Optional[float] = 80.0
+    ref: str = "max"  # max: dB relative to each window's peak (level-invariant) | fixed: relative to 1.0
+    normalize: str = "fixed"  # fixed: (dB - norm_mean_db) / norm_std_db | none
+    norm_mean_db: float = -48.0  # measured over the real recordings
+    norm_std_db: float = 16.0
+    in_chans: int = 1  # 1: first conv adapted by summing its RGB filters; 3: mel repeated
 
 
 @dataclass
 class AudioAugmentConfig:
-    """Waveform and spectrogram augmentations for training windows only."""
+    """Training-only augmentations (birdvision.data.audio_augment); no flips or rotations."""
 
-    noise_prob: float = 0.5
-    noise_amplitude: list[float] = field(default_factory=lambda: [0.0, 0.015])
-    shift_prob: float = 0.5
-    stretch_prob: float = 0.0
-    stretch_range: list[float] = field(default_factory=lambda: [0.9, 1.1])
-    pitch_prob: float = 0.0
+    enabled: bool = True
+    shift_p: float = 0.5
+    shift_max_seconds: float = 1.0
+    stretch_p: float = 0.0  # about 20 ms per window on CPU, so off by default
+    stretch_rate: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    pitch_p: float = 0.3
     pitch_semitones: float = 2.0
-    gain_prob: float = 0.5
-    gain_db: float = 6.0
-    mix_prob: float = 0.0
-    mix_snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])
-    time_mask_prob: float = 0.5
-    time_mask_frames: int = 20
-    freq_mask_prob: float = 0.5
-    freq_mask_bins: int = 16
+    gain_p: float = 0.5
+    gain_db: list[float] = field(default_factory=lambda: [-6.0, 6.0])
+    mix_p: float = 0.0
+    mix_snr_db: list[float] = field(default_factory=lambda: [6.0, 20.0])
+    background_paths: list[str] = field(default_factory=list)
+    noise_p: float = 0.5
+    noise_amplitude: list[float] = field(default_factory=lambda: [0.0, 0.015])  # the seed study's best: 0.015
+    spec_p: float = 0.5
+    time_masks: int = 2
+    time_mask_frames: int = 24
+    freq_masks: int = 2
+    freq_mask_bins: int = 12
 
 
 @dataclass
@@ -84,10 +92,11 @@ class AudioConfig:
 
     sample_rate: int = 32000
     clip_seconds: float = 5.0
-    hop_seconds: float = 2.5
-    stereo: str = "mix"  # mix | split
-    highpass_hz: Optional[float] = None
-    min_window_dbfs: Optional[float] = None  # drop training windows quieter than this
+    hop_seconds: Optional[float] = 2.5  # training windows' hop; null = clip_seconds (no overlap)
+    stereo: str = "mix"  # mix | split (each channel a sample of the same recording group)
+    highpass_hz: Optional[float] = None  # e.g. 1400 as in the seed study
+    min_window_dbfs: Optional[float] = None  # drop training windows quieter than this, e.g. -60
+    cache_mb: float = 512.0  # decoded recordings kept in memory per worker
     mel: MelConfig = field(default_factory=MelConfig)
     augment: AudioAugmentConfig = field(default_factory=AudioAugmentConfig)
 

@@ -47,13 +47,22 @@ def choose_precision(requested: str | None) -> str:
 def build_module(cfg: DictConfig, pipe: Pipeline, digest: str) -> BirdClassifier:
     """The LightningModule for this config and data; pretrained weights are fetched here, before training."""
     m, o = cfg.model, cfg.optim
+    warmup, scale = cfg.finetune.warmup_epochs, cfg.finetune.backbone_lr_scale
+    if not m.pretrained and not m.weights_path and (warmup or scale != 1.0):
+        # A head-only warm-up over a random backbone learns nothing, and a slower backbone
+        # only slows a network that must learn everything: staged fine-tuning is for
+        # pretrained weights.
+        log.info("model.pretrained=false: no head-only warm-up, one learning rate for all layers "
+                 "(finetune.warmup_epochs %d -> 0, finetune.backbone_lr_scale %s -> 1.0)", warmup, scale)
+        warmup, scale = 0, 1.0
+        cfg.finetune.warmup_epochs, cfg.finetune.backbone_lr_scale = 0, 1.0
     return BirdClassifier(
         m.backbone, pipe.classes,
         pretrained=m.pretrained, weights_path=m.weights_path, in_chans=pipe.in_chans,
         drop_rate=m.drop_rate, lr=o.lr, weight_decay=o.weight_decay, pct_start=o.pct_start,
         div_factor=o.div_factor, final_div_factor=o.final_div_factor,
-        label_smoothing=o.label_smoothing, backbone_lr_scale=cfg.finetune.backbone_lr_scale,
-        warmup_epochs=cfg.finetune.warmup_epochs, channels_last=m.channels_last,
+        label_smoothing=o.label_smoothing, backbone_lr_scale=scale,
+        warmup_epochs=warmup, channels_last=m.channels_last,
         preprocess=pipe.preprocess, manifest_digest=digest, recipe=cfg.recipe,
     )
 

@@ -119,8 +119,13 @@ def test_bad_files_raise_audio_error_naming_file_and_reason(tmp_path):
     sf.write(mp3, tone(1000, 3.0, SR), SR, format="MP3")
     stub = tmp_path / "stub.mp3"
     stub.write_bytes(mp3.read_bytes()[:200])
-    cases = {empty: "empty file", garbage: "not a recognised audio format", zero: "zero frames",
-             stub: "not a recognised audio format", tmp_path / "missing.wav": "not found"}
+    cases = {
+        empty: "empty file",
+        garbage: "not a recognised audio format",
+        zero: "zero frames",
+        stub: "not a recognised audio format",
+        tmp_path / "missing.wav": "not found",
+    }
     for path, reason in cases.items():
         for fn in (A.info, A.probe, A.load):
             with pytest.raises(AudioError, match=reason) as e:
@@ -147,15 +152,19 @@ def test_discover_recordings_lists_problems(tmp_path):
     root = tmp_path / "calls"
     write(root / "robin" / "a.wav", tone(3000, 1.0, SR), SR)
     write(root / "robin" / "sub" / "b.flac", tone(3000, 1.0, SR), SR)
-    sf.write(write(root / "wren" / "x.wav", tone(1, 0.1, SR), SR).with_name("wav_named.mp3"), tone(5000, 1.0, SR), SR,
-             format="WAV")
+    write(root / "wren" / "x.wav", tone(4000, 0.5, SR), SR)
+    sf.write(root / "wren" / "wav_named.mp3", tone(5000, 1.0, SR), SR, format="WAV")
     (root / "wren" / "empty.wav").write_bytes(b"")
     (root / "wren" / "notes.txt").write_text("field notes")
     (root / "wren" / ".hidden.wav").write_bytes(b"x")
     (root / "index.csv").write_text("path,label\n")
     samples, problems = A.discover_recordings(root)
     assert sorted((Path(s.path).name, s.label) for s in samples) == [
-        ("a.wav", "robin"), ("b.flac", "robin"), ("wav_named.mp3", "wren"), ("x.wav", "wren")]
+        ("a.wav", "robin"),
+        ("b.flac", "robin"),
+        ("wav_named.mp3", "wren"),
+        ("x.wav", "wren"),
+    ]
     assert all(s.group == s.path and len(s.sha256) == 64 and s.split == "" for s in samples)
     reasons = {Path(p.path).name: p.reason for p in problems}
     assert set(reasons) == {"empty.wav", "notes.txt"}

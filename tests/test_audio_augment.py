@@ -31,15 +31,17 @@ def peak_hz(x: np.ndarray) -> float:
 
 
 def run(cfg: dict, segment: np.ndarray, offset: int, seed: int = 0, **kw) -> np.ndarray:
-    return WaveAugment(AudioAugmentConfig(**(OFF | cfg)))(segment, N, offset, np.random.default_rng(seed),
-                                                        sample_rate=SR, **kw)
+    return WaveAugment(AudioAugmentConfig(**(OFF | cfg)))(
+        segment, N, offset, np.random.default_rng(seed), sample_rate=SR, **kw
+    )
 
 
 def test_all_off_returns_the_window_exactly():
     seg = np.random.default_rng(0).standard_normal(3 * N).astype(np.float32)
     np.testing.assert_array_equal(run({}, seg, N), seg[N : 2 * N])
     disabled = WaveAugment(AudioAugmentConfig(enabled=False))
-    np.testing.assert_array_equal(disabled(seg, N, N, np.random.default_rng(0), sample_rate=SR), seg[N : 2 * N])
+    out = disabled(seg, N, N, np.random.default_rng(0), sample_rate=SR)
+    np.testing.assert_array_equal(out, seg[N : 2 * N])
     assert disabled.context_seconds(5.0) == 0.0 and describe(disabled.config) == []
 
 
@@ -69,12 +71,12 @@ def test_pitch_shift_moves_frequency_by_semitones():
 
 
 def test_time_stretch_keeps_pitch_changes_length():
-    x = tone(3000, N)
+    x = tone(3017.3, N)  # off a bin centre on purpose
     for rate in (0.8, 1.25):
         y = time_stretch(x, rate)
         assert y.size == round(N / rate)
-        assert peak_hz(y) == pytest.approx(3000, abs=20)
-        assert y[2000:-2000].std() == pytest.approx(x.std(), rel=0.1)
+        assert peak_hz(y) == pytest.approx(3017.3, abs=20)
+        assert y[2000:-2000].std() == pytest.approx(x.std(), rel=0.15)  # phase vocoders lose a little
     out = run({"stretch_p": 1.0, "stretch_rate": (1.1, 1.1)}, tone(3000, 3 * N), N)
     assert out.size == N and peak_hz(out) == pytest.approx(3000, abs=20)
 
@@ -85,7 +87,8 @@ def test_mix_reaches_requested_snr():
     mixed = mix_at_snr(s, o, 10.0)
     assert 10 * np.log10(np.mean(s**2) / np.mean((mixed - s) ** 2)) == pytest.approx(10.0, abs=1e-6)
     np.testing.assert_array_equal(mix_at_snr(s, np.zeros(N), 10.0), s)
-    out = run({"mix_p": 1.0, "mix_snr_db": (20.0, 20.0)}, s, 0, background=lambda n, r: rng.standard_normal(n))
+    noise = lambda n, r: rng.standard_normal(n)  # noqa: E731
+    out = run({"mix_p": 1.0, "mix_snr_db": (20.0, 20.0)}, s, 0, background=noise)
     assert 10 * np.log10(np.mean(s**2) / np.mean((out - s) ** 2)) == pytest.approx(20.0, abs=0.01)
 
 

@@ -11,9 +11,20 @@ from tests.conftest import fit_args
 
 
 @pytest.fixture(scope="module")
-def run(demo_photos: Path, tmp_path_factory) -> Path:
+def tiny_weights(tmp_path_factory) -> Path:
+    """A 'pretrained' state_dict for test_tiny, so staged fine-tuning is exercised."""
+    from birdvision.models import create_model
+
+    torch.manual_seed(0)
+    f = tmp_path_factory.mktemp("w") / "tiny.pth"
+    torch.save(create_model("test_tiny", 10).state_dict(), f)
+    return f
+
+
+@pytest.fixture(scope="module")
+def run(demo_photos: Path, tmp_path_factory, tiny_weights: Path) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    assert main(fit_args(demo_photos, out)) == 0
+    assert main(fit_args(demo_photos, out, f"model.weights_path={tiny_weights}", "finetune.warmup_epochs=1")) == 0
     (run_dir,) = list((out / "demo").iterdir())
     return run_dir
 
@@ -47,19 +58,18 @@ def test_staged_finetuning_freezes_then_unfreezes(run: Path):
 
     rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("train/backbone_frozen")]
     frozen = {int(r["epoch"]): float(r["train/backbone_frozen"]) for r in rows}
-    assert frozen == {0: 1.0, 1: 0.0}  # recipe demo: one head-only epoch
+    assert frozen == {0: 1.0, 1: 0.0}  # one head-only epoch, then everything
 
 
-def test_backbone_weights_do_not_change_during_warmup(demo_photos: Path, tmp_path: Path):
-    assert main(fit_args(demo_photos, tmp_path, "trainer.max_epochs=1", "finetune.warmup_epochs=1", "seed=3")) == 0
+def test_backbone_weights_do_not_change_during_warmup(demo_photos: Path, tmp_path: Path, tiny_weights: Path):
+    args = fit_args(demo_photos, tmp_path, "trainer.max_epochs=1", "finetune.warmup_epochs=1",
+                    f"model.weights_path={tiny_weights}")
+    assert main(args) == 0
     (run_dir,) = list((tmp_path / "demo").iterdir())
     after = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    import lightning as L
-
-    from birdvision.models import create_model
-
-    L.seed_everything(3)
-    before = create_model("test_tiny", 3).state_dict()
+    before = torch.load(tiny_weights, weights_only=True)
+    # batch-norm running statistics stay pretrained too
+    torch.testing.assert_close(after["net.features.1.running_mean"], before["features.1.running_mean"])
     torch.testing.assert_close(after["net.features.0.weight"], before["features.0.weight"])
     assert not torch.equal(after["net.classifier.1.weight"], before["classifier.1.weight"])
 
@@ -72,7 +82,8 @@ def test_resume_latest_completes_the_planned_epochs(run: Path, tmp_path: Path):
         (rd / "checkpoints" / name).unlink()
     (rd / "summary.json").unlink()
     step0 = torch.load(rd / "checkpoints" / "epoch=000.ckpt", weights_only=True)["global_step"]
-    assert main(fit_args(_root(run), out, "resume=latest")) == 0
+    cfg_args = [f"model.weights_path={_cfg(run)['model']['weights_path']}", "finetune.warmup_epochs=1"]
+    assert main(fit_args(_root(run), out, *cfg_args, "resume=latest")) == 0
     s = json.loads((rd / "summary.json").read_text())
     assert s["epochs_completed"] == 2
     last = torch.load(rd / "checkpoints" / "last.ckpt", weights_only=True)
@@ -83,10 +94,21 @@ def test_resume_latest_completes_the_planned_epochs(run: Path, tmp_path: Path):
     assert epochs == {0, 1}  # the interrupted run's rows are kept beside the resumed ones
 
 
-def _root(run: Path) -> Path:
+def _cfg(run: Path) -> dict:
     import yaml
 
-    return Path(yaml.safe_load((run / "config.yaml").read_text())["data"]["root"])
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def _root(run: Path) -> Path:
+    return Path(_cfg(run)["data"]["root"])
+
+
+def test_from_scratch_skips_the_head_only_warmup(demo_photos: Path, tmp_path: Path):
+    assert main(fit_args(demo_photos, tmp_path, "trainer.max_epochs=1", "finetune.warmup_epochs=1")) == 0
+    (run_dir,) = list((tmp_path / "demo").iterdir())
+    hp = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert hp["warmup_epochs"] == 0 and hp["backbone_lr_scale"] == 1.0
 
 
 def test_resume_without_runs_is_clear(tmp_path: Path, demo_photos: Path, capsys):

@@ -79,9 +79,9 @@ def test_make_windows_inherits_split_group_and_reports(tmp_path):
 
 def test_annotated_segment_is_windowed_within_its_range(tmp_path):
     p = write(tmp_path / "a.wav", np.zeros(SR * 20, np.float32) + 0.1)
-    seg = Sample(path=p, label="a", split="train", group=p, start_s=4.0, end_s=15.0)
+    seg = Sample(path=p, label="a", split="train", group=p, start_s=4.0, end_s=15.5)
     wins = make_windows([seg], clip_seconds=5.0, hop_seconds=2.5).windows
-    assert [(w.start_s, w.end_s) for w in wins] == [(4.0, 9.0), (6.5, 11.5), (9.0, 14.0), (10.0, 15.0)]
+    assert [(w.start_s, w.end_s) for w in wins] == [(4.0, 9.0), (6.5, 11.5), (9.0, 14.0), (10.5, 15.5)]
 
 
 def test_no_leakage_across_splits_with_stereo_split(tmp_path):
@@ -100,8 +100,9 @@ def test_no_leakage_across_splits_with_stereo_split(tmp_path):
     assert_no_leakage(windows)
     groups = {}
     for split in ("train", "valid", "test"):
-        ds = AudioWindowDataset([w for w in windows if w.split == split], ["robin", "wren"], clip_seconds=2.0,
-                                stereo="split")
+        ds = AudioWindowDataset(
+            [w for w in windows if w.split == split], ["robin", "wren"], clip_seconds=2.0, stereo="split"
+        )
         groups[split] = {ds.item_sample(i).group for i in range(len(ds))}
         assert {ds.item_sample(i).split for i in range(len(ds))} == {split}
         stereo_items = [i for i in range(len(ds)) if ds.item_channel(i) == 1]
@@ -119,8 +120,9 @@ def test_dataset_items_match_load_and_pad_short(tmp_path):
     short = write(tmp_path / "short.wav", rng.standard_normal(SR).astype(np.float32) * 0.1)
     windows = make_windows([rec(p), rec(short, label="b")], clip_seconds=2.0).windows
     for cache_mb in (64.0, 0.001):  # cached whole, and read window by window
-        ds = AudioWindowDataset(windows, ["a", "b"], clip_seconds=2.0, stereo="split", highpass_hz=1000,
-                                cache_mb=cache_mb)
+        ds = AudioWindowDataset(
+            windows, ["a", "b"], clip_seconds=2.0, stereo="split", highpass_hz=1000, cache_mb=cache_mb
+        )
         assert len(ds) == 3 * 2 + 1
         for i in range(len(ds)):
             x, y = ds[i]
@@ -159,7 +161,8 @@ def test_dataset_pickles_and_runs_in_workers(demo_calls):
     windows = make_windows(samples, clip_seconds=2.0).windows
     classes = sorted({s.label for s in samples})
     aug = WaveAugment(AudioAugmentConfig(mix_p=0.5))
-    ds = AudioWindowDataset([w for w in windows if w.split == "train"], classes, clip_seconds=2.0, augment=aug)
+    train = [w for w in windows if w.split == "train"]
+    ds = AudioWindowDataset(train, classes, clip_seconds=2.0, augment=aug)
     ds[0]
     assert ds._cache  # decoded recordings are cached in this process...
     clone = pickle.loads(pickle.dumps(ds))

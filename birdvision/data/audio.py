@@ -25,7 +25,6 @@ import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -42,11 +41,32 @@ DEFAULT_SAMPLE_RATE = 32000
 STEREO_MODES = ("mix", "split")
 StereoMode = Literal["mix", "split"]
 # Files in species folders that are certainly not recordings; they are reported, not decoded.
-NON_AUDIO_SUFFIXES = {".csv", ".txt", ".json", ".md", ".yaml", ".yml", ".jpg", ".jpeg", ".png", ".pdf",
-                      ".html", ".xml", ".zip", ".gz", ".py", ".npy", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+NON_AUDIO_SUFFIXES = {
+    ".csv",
+    ".txt",
+    ".json",
+    ".md",
+    ".yaml",
+    ".yml",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".pdf",
+    ".html",
+    ".xml",
+    ".zip",
+    ".gz",
+    ".py",
+    ".npy",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+}
 _PROBE_BLOCK_FRAMES = 1 << 18  # 262144 frames per read: ~6 s at 44.1 kHz, a few MB per block
 _HIGHPASS_ORDER = 4
-_HIGHPASS_MARGIN_S = 0.1  # context kept around a window so the zero-phase filter's edge transient falls outside
+_HIGHPASS_MARGIN_S = 0.1  # context around a window so the zero-phase filter's edge transient falls outside
 
 
 class AudioError(ValueError):
@@ -112,7 +132,8 @@ def info(path: str | os.PathLike) -> AudioInfo:
     """Describe a recording from its header only (fast; MP3 frame counts are estimates)."""
     with _open(path) as f:
         exact = f.format != "MP3"
-        return AudioInfo(f.samplerate, f.frames, f.channels, f.frames / f.samplerate, f.format, f.subtype, exact)
+        sr, frames = f.samplerate, f.frames
+        return AudioInfo(sr, frames, f.channels, frames / sr, f.format, f.subtype, exact)
 
 
 def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:
@@ -144,8 +165,9 @@ def _probe_cached(key: tuple[str, int, int]) -> AudioInfo:
             notes.append(f"decoded {frames} of ~{header} frames the header implies; the file looks truncated")
         for n in notes:
             log.warning("%s: %s", path, n)
-        return AudioInfo(f.samplerate, frames, f.channels, frames / f.samplerate, f.format, f.subtype, True,
-                         tuple(notes))
+        return AudioInfo(
+            f.samplerate, frames, f.channels, frames / f.samplerate, f.format, f.subtype, True, tuple(notes)
+        )
 
 
 def probe(path: str | os.PathLike) -> AudioInfo:
@@ -227,7 +249,12 @@ def dbfs(x: np.ndarray) -> float:
 
 
 def _read_range(
-    f: sf.SoundFile, path: str | os.PathLike, sample_rate: int, o0: int, o1: int | None, stereo: str,
+    f: sf.SoundFile,
+    path: str | os.PathLike,
+    sample_rate: int,
+    o0: int,
+    o1: int | None,
+    stereo: str,
     highpass_hz: float | None,
 ) -> np.ndarray:
     """Output samples [o0, o1) at ``sample_rate`` (o1=None: to the end), read with enough context.
@@ -256,7 +283,7 @@ def _read_range(
     if highpass_hz:
         y = highpass(y, sample_rate, highpass_hz)
     first = a * up // down  # global output index of y[:, 0]
-    y = y[:, o0 - first:]
+    y = y[:, o0 - first :]
     if o1 is not None:
         y = y[:, : o1 - o0]
     return np.ascontiguousarray(y, dtype=np.float32)
@@ -351,7 +378,10 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def discover_recordings(
-    root: str | os.PathLike, *, decode: bool = True, hash_files: bool = True,
+    root: str | os.PathLike,
+    *,
+    decode: bool = True,
+    hash_files: bool = True,
 ) -> tuple[list[Sample], list[RecordingProblem]]:
     """Find recordings in ``root/<species>/...`` (any depth); return usable samples and the problems.
 
@@ -384,8 +414,9 @@ def discover_recordings(
             except AudioError as e:
                 problems.append(RecordingProblem(str(p), label, str(e).removeprefix(f"{p}: ")))
                 continue
-            samples.append(Sample(path=str(p), label=label, group=str(p),
-                                  sha256=file_sha256(p) if hash_files else ""))
+            samples.append(
+                Sample(path=str(p), label=label, group=str(p), sha256=file_sha256(p) if hash_files else "")
+            )
     for pr in problems:
         log.debug("recording problem: %s: %s", pr.path, pr.reason)
     return samples, problems

@@ -94,9 +94,13 @@ class AudioAugmentConfig:
 
     def spec_augment_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`birdvision.data.mel.SpecAugment` (p=0 when disabled)."""
-        return {"p": self.spec_p if self.enabled else 0.0, "time_masks": self.time_masks,
-                "time_mask_frames": self.time_mask_frames, "freq_masks": self.freq_masks,
-                "freq_mask_bins": self.freq_mask_bins}
+        return {
+            "p": self.spec_p if self.enabled else 0.0,
+            "time_masks": self.time_masks,
+            "time_mask_frames": self.time_mask_frames,
+            "freq_masks": self.freq_masks,
+            "freq_mask_bins": self.freq_mask_bins,
+        }
 
 
 def time_stretch(x: np.ndarray, rate: float, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
@@ -111,7 +115,10 @@ def time_stretch(x: np.ndarray, rate: float, n_fft: int = 1024, hop: int = 256) 
         return x.astype(np.float32, copy=True)
     win = np.hanning(n_fft + 1)[:-1]
     pad = n_fft // 2
-    xp = np.pad(x.astype(np.float64), (pad, pad + n_fft), mode="reflect" if x.size > pad + n_fft else "constant")
+    # Zero padding, not reflection: frame 0 sets every bin's starting phase, and a reflected
+    # (time-reversed) edge gives neighbouring bins of one partial inconsistent phases, which
+    # then beat against each other for the whole output ("phasiness", -10 dB on a pure tone).
+    xp = np.pad(x.astype(np.float64), (pad, pad + n_fft))
     frames = np.lib.stride_tricks.sliding_window_view(xp, n_fft)[::hop] * win
     spec = np.fft.rfft(frames, axis=1)  # [frames, bins]
     steps = np.arange(0, spec.shape[0] - 1, rate)
@@ -121,8 +128,9 @@ def time_stretch(x: np.ndarray, rate: float, n_fft: int = 1024, hop: int = 256) 
     mag = (1 - frac) * np.abs(spec[i0]) + frac * np.abs(spec[i0 + 1])
     dphase = np.angle(spec[i0 + 1]) - np.angle(spec[i0]) - expected
     dphase -= 2 * np.pi * np.round(dphase / (2 * np.pi))
-    phase = np.angle(spec[0]) + np.concatenate([np.zeros((1, spec.shape[1])),
-                                                np.cumsum(expected + dphase, axis=0)[:-1]])
+    phase = np.angle(spec[0]) + np.concatenate(
+        [np.zeros((1, spec.shape[1])), np.cumsum(expected + dphase, axis=0)[:-1]]
+    )
     out_frames = np.fft.irfft(mag * np.exp(1j * phase), n=n_fft, axis=1) * win
     n_out = hop * (len(steps) - 1) + n_fft
     y = np.zeros(n_out)
@@ -212,8 +220,11 @@ class WaveAugment:
         if c.shift_p and rng.random() < c.shift_p:
             centre += rng.uniform(-c.shift_max_seconds, c.shift_max_seconds) * sample_rate
         rate = rng.uniform(*c.stretch_rate) if c.stretch_p and rng.random() < c.stretch_p else 1.0
-        speed = 2 ** (rng.uniform(-c.pitch_semitones, c.pitch_semitones) / 12) if (
-            c.pitch_p and rng.random() < c.pitch_p) else 1.0
+        speed = (
+            2 ** (rng.uniform(-c.pitch_semitones, c.pitch_semitones) / 12)
+            if (c.pitch_p and rng.random() < c.pitch_p)
+            else 1.0
+        )
         # Source span: stretch by `rate` keeps pitch, then resampling by `speed` raises pitch and tempo;
         # to end with n samples the window must cover n * rate * speed source samples.
         n_src = max(1, int(round(n * rate * speed)))
@@ -254,7 +265,13 @@ def describe(config: AudioAugmentConfig) -> Sequence[str]:
     """The active steps in order, for logging what training actually does."""
     if not config.enabled:
         return []
-    steps = [("shift", config.shift_p), ("stretch", config.stretch_p), ("pitch", config.pitch_p),
-             ("gain", config.gain_p), ("mix", config.mix_p), ("noise", config.noise_p),
-             ("spec_masks", config.spec_p)]
+    steps = [
+        ("shift", config.shift_p),
+        ("stretch", config.stretch_p),
+        ("pitch", config.pitch_p),
+        ("gain", config.gain_p),
+        ("mix", config.mix_p),
+        ("noise", config.noise_p),
+        ("spec_masks", config.spec_p),
+    ]
     return [f"{name}(p={p:g})" for name, p in steps if p > 0]

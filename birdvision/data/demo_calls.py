@@ -37,6 +37,7 @@ def _chirp(f0: float, f1: float, seconds: float) -> CallFn:
     def make(rng: np.random.Generator, sr: int, k: float) -> np.ndarray:
         n = int(seconds * rng.uniform(0.85, 1.15) * sr)
         return _tone(np.linspace(f0 * k, f1 * k, n), sr) * _envelope(n)
+
     return make
 
 
@@ -45,8 +46,10 @@ def _trill(f: float, notes: int, note_s: float, gap_s: float) -> CallFn:
         parts = []
         for _ in range(notes + int(rng.integers(-1, 2))):
             n = int(note_s * sr)
-            parts += [_tone(np.full(n, f * k * rng.uniform(0.98, 1.02)), sr) * _envelope(n), np.zeros(int(gap_s * sr))]
+            note = _tone(np.full(n, f * k * rng.uniform(0.98, 1.02)), sr) * _envelope(n)
+            parts += [note, np.zeros(int(gap_s * sr))]
         return np.concatenate(parts)
+
     return make
 
 
@@ -56,6 +59,7 @@ def _two_note(f_a: float, f_b: float, note_s: float) -> CallFn:
         a = _tone(np.full(n, f_a * k), sr) * _envelope(n)
         b = _tone(np.full(n, f_b * k), sr) * _envelope(n)
         return np.concatenate([a, np.zeros(n // 3), b])
+
     return make
 
 
@@ -64,6 +68,7 @@ def _warble(f: float, depth_hz: float, rate_hz: float, seconds: float) -> CallFn
         n = int(seconds * sr)
         t = np.arange(n) / sr
         return _tone(f * k + depth_hz * np.sin(2 * np.pi * rate_hz * t), sr) * _envelope(n)
+
     return make
 
 
@@ -79,18 +84,20 @@ SPECIES: list[tuple[str, CallFn]] = [
 ]
 
 
-def _background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
-    """Pink-ish noise plus a low rumble: field recordings have more energy at low frequencies."""
-    white = rng.standard_normal(n)
+def _pink_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Unit-variance pink-ish noise: field recordings have more energy at low frequencies."""
+    spec = np.fft.rfft(rng.standard_normal(n))
     # Pink noise has power ~ 1/f, i.e. amplitude ~ 1/sqrt(f); flat below 50 Hz to avoid a DC blow-up.
-    spec = np.fft.rfft(white)
-    f = np.fft.rfftfreq(n, 1 / sr)
-    spec /= np.sqrt(np.maximum(f, 50.0) / 50.0)
+    spec /= np.sqrt(np.maximum(np.fft.rfftfreq(n, 1 / sr), 50.0) / 50.0)
     noise = np.fft.irfft(spec, n)
-    noise /= np.std(noise) + 1e-12
+    return noise / (np.std(noise) + 1e-12)
+
+
+def _background(rng: np.random.Generator, bank: np.ndarray, n: int, sr: int) -> np.ndarray:
+    """A random stretch of a shared noise bank plus a low rumble (cheaper than fresh noise per file)."""
+    start = int(rng.integers(0, bank.size - n))
     t = np.arange(n) / sr
-    rumble = np.sin(2 * np.pi * rng.uniform(40, 120) * t) * rng.uniform(0, 0.5)
-    return noise + rumble
+    return bank[start : start + n] + np.sin(2 * np.pi * rng.uniform(40, 120) * t) * rng.uniform(0, 0.5)
 
 
 def make_demo_calls(
@@ -102,12 +109,13 @@ def make_demo_calls(
     sample_rate: int = 32000,
     seed: int = 0,
 ) -> Path:
-    """Write ``root/<species>/<i>.wav`` synthetic recordings and return ``root``; deterministic in ``seed``."""
+    """Write synthetic recordings as ``root/<species>/<i>.wav``; return ``root``. Same seed, same bytes."""
     if not 1 <= n_species <= len(SPECIES):
         raise ValueError(f"n_species must be in 1..{len(SPECIES)}")
     root = Path(root)
     rng = np.random.default_rng(seed)
     n = int(round(seconds * sample_rate))
+    bank = _pink_noise(rng, 4 * n, sample_rate)
     for name, call in SPECIES[:n_species]:
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -124,11 +132,11 @@ def make_demo_calls(
             snr_scale = rng.uniform(0.03, 0.15)
             stereo = i % 3 == 2
             if stereo:
-                left = signal + snr_scale * _background(rng, n, sample_rate)
-                right = 0.7 * signal + snr_scale * _background(rng, n, sample_rate)
+                left = signal + snr_scale * _background(rng, bank, n, sample_rate)
+                right = 0.7 * signal + snr_scale * _background(rng, bank, n, sample_rate)
                 audio = np.stack([left, right], axis=1)
             else:
-                audio = signal + snr_scale * _background(rng, n, sample_rate)
+                audio = signal + snr_scale * _background(rng, bank, n, sample_rate)
             audio *= 0.5 / max(np.max(np.abs(audio)), 1e-9)
             sf.write(folder / f"{i}.wav", audio.astype(np.float32), sample_rate, subtype="PCM_16")
     return root

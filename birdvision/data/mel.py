@@ -92,7 +92,7 @@ def _exporting() -> bool:
 
 
 class MelFrontend(nn.Module):
-    """Waveforms ``[B, T]`` or ``[B, 1, T]`` -> normalised log-mel ``[B, in_chans, n_mels, 1 + T // hop_length]``.
+    """Waveforms ``[B, T]`` or ``[B, 1, T]`` -> normalised log-mel ``[B, in_chans, n_mels, 1 + T // hop]``.
 
     ``stft="auto"`` uses ``torch.stft`` in eager mode and the conv1d DFT while exporting;
     ``"fft"`` / ``"conv"`` force one. ``in_chans=3`` repeats the single mel channel so an
@@ -131,7 +131,11 @@ class MelFrontend(nn.Module):
             raise ValueError("norm_std_db must be > 0")
         self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
         self.f_min_hz, self.f_max_hz, self.top_db, self.ref = float(f_min_hz), float(f_max_hz), top_db, ref
-        self.normalize, self.norm_mean_db, self.norm_std_db = normalize, float(norm_mean_db), float(norm_std_db)
+        self.normalize, self.norm_mean_db, self.norm_std_db = (
+            normalize,
+            float(norm_mean_db),
+            float(norm_std_db),
+        )
         self.in_chans, self.stft = in_chans, stft
 
         fb = mel_filterbank(sample_rate, n_fft, n_mels, f_min_hz, f_max_hz)
@@ -154,11 +158,25 @@ class MelFrontend(nn.Module):
     def spec(self) -> dict[str, Any]:
         """Everything needed to rebuild this frontend; stored in checkpoints and export metadata."""
         return {
-            "kind": SPEC_KIND, "version": SPEC_VERSION, "sample_rate": self.sample_rate, "n_fft": self.n_fft,
-            "hop_length": self.hop_length, "n_mels": self.n_mels, "f_min_hz": self.f_min_hz,
-            "f_max_hz": self.f_max_hz, "top_db": self.top_db, "ref": self.ref, "normalize": self.normalize,
-            "norm_mean_db": self.norm_mean_db, "norm_std_db": self.norm_std_db, "in_chans": self.in_chans,
-            "window": "hann", "center": True, "pad_mode": "reflect", "mel_scale": "slaney", "power": 2.0,
+            "kind": SPEC_KIND,
+            "version": SPEC_VERSION,
+            "sample_rate": self.sample_rate,
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "n_mels": self.n_mels,
+            "f_min_hz": self.f_min_hz,
+            "f_max_hz": self.f_max_hz,
+            "top_db": self.top_db,
+            "ref": self.ref,
+            "normalize": self.normalize,
+            "norm_mean_db": self.norm_mean_db,
+            "norm_std_db": self.norm_std_db,
+            "in_chans": self.in_chans,
+            "window": "hann",
+            "center": True,
+            "pad_mode": "reflect",
+            "mel_scale": "slaney",
+            "power": 2.0,
         }
 
     @classmethod
@@ -170,8 +188,20 @@ class MelFrontend(nn.Module):
         for key, want in fixed.items():
             if key in spec and spec[key] != want:
                 raise ValueError(f"mel spec has {key}={spec[key]!r}; this frontend only implements {want!r}")
-        keys = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min_hz", "f_max_hz", "top_db", "ref",
-                "normalize", "norm_mean_db", "norm_std_db", "in_chans")
+        keys = (
+            "sample_rate",
+            "n_fft",
+            "hop_length",
+            "n_mels",
+            "f_min_hz",
+            "f_max_hz",
+            "top_db",
+            "ref",
+            "normalize",
+            "norm_mean_db",
+            "norm_std_db",
+            "in_chans",
+        )
         kwargs = {k: spec[k] for k in keys if k in spec}
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -181,9 +211,11 @@ class MelFrontend(nn.Module):
         return 1 + n_samples // self.hop_length
 
     def extra_repr(self) -> str:
-        return (f"sample_rate={self.sample_rate}, n_fft={self.n_fft}, hop_length={self.hop_length}, "
-                f"n_mels={self.n_mels}, f_min_hz={self.f_min_hz}, f_max_hz={self.f_max_hz}, "
-                f"top_db={self.top_db}, ref={self.ref!r}, in_chans={self.in_chans}")
+        return (
+            f"sample_rate={self.sample_rate}, n_fft={self.n_fft}, hop_length={self.hop_length}, "
+            f"n_mels={self.n_mels}, f_min_hz={self.f_min_hz}, f_max_hz={self.f_max_hz}, "
+            f"top_db={self.top_db}, ref={self.ref!r}, in_chans={self.in_chans}"
+        )
 
     # -- computation ----------------------------------------------------------------------------------
 
@@ -197,8 +229,15 @@ class MelFrontend(nn.Module):
             nb = self.bin_hi - self.bin_lo
             re, im = spec[:, :nb], spec[:, nb:]
             return re * re + im * im
-        z = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="reflect",
-                       return_complex=True)
+        z = torch.stft(
+            x,
+            self.n_fft,
+            self.hop_length,
+            window=self.window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
         z = z[:, self.bin_lo : self.bin_hi]
         return z.real.square() + z.imag.square()
 
@@ -246,8 +285,16 @@ class SpecAugment(nn.Module):
     ``eval()`` (and therefore in export) it returns its input untouched.
     """
 
-    def __init__(self, *, p: float = 0.5, time_masks: int = 2, time_mask_frames: int = 24, freq_masks: int = 2,
-                 freq_mask_bins: int = 12, fill: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        p: float = 0.5,
+        time_masks: int = 2,
+        time_mask_frames: int = 24,
+        freq_masks: int = 2,
+        freq_mask_bins: int = 12,
+        fill: float = 0.0,
+    ) -> None:
         super().__init__()
         self.p, self.time_masks, self.time_mask_frames = float(p), int(time_masks), int(time_mask_frames)
         self.freq_masks, self.freq_mask_bins, self.fill = int(freq_masks), int(freq_mask_bins), float(fill)
@@ -267,7 +314,7 @@ class SpecAugment(nn.Module):
         if not self.training or self.p <= 0:
             return x
         b, _, f, t = x.shape
-        apply = (torch.rand(b, 1, 1, 1, device=x.device) < self.p)
+        apply = torch.rand(b, 1, 1, 1, device=x.device) < self.p
         mask = torch.zeros(b, 1, f, t, dtype=torch.bool, device=x.device)
         if self.time_masks and self.time_mask_frames:
             mask |= self._bands(b, self.time_masks, self.time_mask_frames, t, x.device)[:, None, None, :]

@@ -52,16 +52,20 @@ class WindowReport:
 
     windows: list[Sample] = field(default_factory=list)
     padded: list[str] = field(default_factory=list)  # recordings shorter than one window: one padded window
-    silent_dropped: list[tuple[str, float]] = field(default_factory=list)  # (path, start_s) under the threshold
+    silent_dropped: list[tuple[str, float]] = field(
+        default_factory=list
+    )  # (path, start_s) under the threshold
     all_silent: list[str] = field(default_factory=list)  # every window silent: the loudest one was kept
     problems: list[RecordingProblem] = field(default_factory=list)  # recordings that could not be read
 
     def summary(self) -> str:
         recs = len({w.path for w in self.windows})
-        return (f"{len(self.windows)} windows from {recs} recordings; {len(self.padded)} recording(s) shorter "
-                f"than a window (padded), {len(self.silent_dropped)} silent window(s) dropped, "
-                f"{len(self.all_silent)} all-silent recording(s) kept by their loudest window, "
-                f"{len(self.problems)} unreadable recording(s) skipped")
+        return (
+            f"{len(self.windows)} windows from {recs} recordings; {len(self.padded)} recording(s) shorter "
+            f"than a window (padded), {len(self.silent_dropped)} silent window(s) dropped, "
+            f"{len(self.all_silent)} all-silent recording(s) kept by their loudest window, "
+            f"{len(self.problems)} unreadable recording(s) skipped"
+        )
 
 
 def window_starts(duration_s: float, clip_seconds: float, hop_seconds: float) -> list[float]:
@@ -70,8 +74,8 @@ def window_starts(duration_s: float, clip_seconds: float, hop_seconds: float) ->
     Windows start every ``hop_seconds`` while they fit; if more than a fifth of a window
     (1 s for 5 s clips) is left uncovered at the end, one more window is aligned to the
     end (overlapping the previous one) rather than padded with silence: calls at the
-    very end of a recording are not thrown away, nor is a sliver worth a near-duplicate. A recording shorter than one
-    window gets a single window at 0 that the dataset pads.
+    very end of a recording are not thrown away, nor is a sliver worth a near-duplicate.
+    A recording shorter than one window gets a single window at 0 that the dataset pads.
     """
     if clip_seconds <= 0 or hop_seconds <= 0:
         raise ValueError("clip_seconds and hop_seconds must be positive")
@@ -111,7 +115,11 @@ def make_windows(
             continue
         try:
             duration = probe(rec.path).duration_s
-            audio = load(rec.path, sample_rate, highpass_hz=highpass_hz)[0] if min_window_dbfs is not None else None
+            audio = (
+                load(rec.path, sample_rate, highpass_hz=highpass_hz)[0]
+                if min_window_dbfs is not None
+                else None
+            )
         except AudioError as e:
             report.problems.append(RecordingProblem(rec.path, rec.label, str(e)))
             continue
@@ -122,8 +130,10 @@ def make_windows(
         starts = [lo + s for s in window_starts(hi - lo, clip_seconds, hop)]
         wins = [replace(rec, start_s=round(s, 6), end_s=round(s + clip_seconds, 6)) for s in starts]
         if audio is not None:
-            levels = [dbfs(audio[int(round(s * sample_rate)) : int(round(s * sample_rate)) + n_clip])
-                      for s in starts]
+            levels = [
+                dbfs(audio[int(round(s * sample_rate)) : int(round(s * sample_rate)) + n_clip])
+                for s in starts
+            ]
             keep = [lvl >= min_window_dbfs for lvl in levels]
             if not any(keep):
                 keep[int(np.argmax(levels))] = True
@@ -251,8 +261,14 @@ class AudioWindowDataset(Dataset):
         rec = self._recording(sample.path)
         ch = max(channel, 0)
         if rec is None:
-            part = load(sample.path, self.sample_rate, start_s=max(lo, 0) / self.sample_rate,
-                        end_s=hi / self.sample_rate, stereo=self.stereo, highpass_hz=self.highpass_hz)[ch]
+            part = load(
+                sample.path,
+                self.sample_rate,
+                start_s=max(lo, 0) / self.sample_rate,
+                end_s=hi / self.sample_rate,
+                stereo=self.stereo,
+                highpass_hz=self.highpass_hz,
+            )[ch]
             got_lo = max(lo, 0)
         else:
             part, got_lo = rec[ch, max(lo, 0) : max(hi, 0)], max(lo, 0)
@@ -286,8 +302,14 @@ class AudioWindowDataset(Dataset):
                 log.warning("recording became unreadable during training, serving silence: %s", e)
             seg = np.zeros(self.n_samples + 2 * context, np.float32)
         if aug is not None:
-            wave = aug(seg, self.n_samples, context, self._generator(), sample_rate=self.sample_rate,
-                       background=self.background)
+            wave = aug(
+                seg,
+                self.n_samples,
+                context,
+                self._generator(),
+                sample_rate=self.sample_rate,
+                background=self.background,
+            )
         else:
             wave = seg[context : context + self.n_samples]
         return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), label
