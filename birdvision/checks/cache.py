@@ -45,7 +45,9 @@ class ScanCache:
 
     def get(self, sha256: str) -> dict[str, Any] | None:
         """The cached result for this content, or None."""
-        row = self.db.execute("SELECT result, descriptor, thumb FROM scans WHERE key=?", (self.key(sha256),)).fetchone()
+        row = self.db.execute(
+            "SELECT result, descriptor, thumb FROM scans WHERE key=?", (self.key(sha256),)
+        ).fetchone()
         if row is None:
             return None
         result = json.loads(row[0])
@@ -70,7 +72,9 @@ class ScanCache:
             ),
         )
         if size is not None and mtime_ns is not None:
-            self.db.execute("INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?)", (result["path"], size, mtime_ns, sha))
+            self.db.execute(
+                "INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?)", (result["path"], size, mtime_ns, sha)
+            )
         self._pending += 1
         if self._pending >= 256:
             self.commit()

@@ -66,7 +66,9 @@ def _files_under(folder: Path, inv: Inventory) -> list[Path]:
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as e:
-        inv.issues.append(LayoutIssue(str(folder), "unreadable", detail=f"cannot list folder ({e.strerror or e})"))
+        inv.issues.append(
+            LayoutIssue(str(folder), "unreadable", detail=f"cannot list folder ({e.strerror or e})")
+        )
         return out
     for e in entries:
         if e.name.startswith("."):
@@ -85,7 +87,9 @@ def _walk_split(inv: Inventory, folder: Path, split: str, listed: set[str] | Non
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as e:
-        inv.issues.append(LayoutIssue(str(folder), "unreadable", split=split, detail=f"cannot list folder ({e})"))
+        inv.issues.append(
+            LayoutIssue(str(folder), "unreadable", split=split, detail=f"cannot list folder ({e})")
+        )
         return
     for e in entries:
         if e.name.startswith("."):
@@ -95,7 +99,9 @@ def _walk_split(inv: Inventory, folder: Path, split: str, listed: set[str] | Non
         if not e.is_dir(follow_symlinks=True):
             if split or p.suffix.lower() in IMAGE_SUFFIXES:
                 inv.issues.append(
-                    LayoutIssue(str(p), "stray_file", split=split, detail="file outside any species folder: no label")
+                    LayoutIssue(
+                        str(p), "stray_file", split=split, detail="file outside any species folder: no label"
+                    )
                 )
             continue
         inv.folders.add((p.name, split))
@@ -132,7 +138,9 @@ def _read_birds_csv(inv: Inventory, csv_path: Path) -> set[str]:
                 listed.add(rel)
                 p = inv.root / rel
                 if not p.is_file():
-                    inv.issues.append(LayoutIssue(str(p), "missing_file", label, split, "listed in birds.csv"))
+                    inv.issues.append(
+                        LayoutIssue(str(p), "missing_file", label, split, "listed in birds.csv")
+                    )
                     continue
                 inv.candidates.append(Candidate(str(p), rel, label, split))
                 inv.folders.add((p.parent.name, split))

@@ -20,7 +20,13 @@ DECISION_ACTIONS = ("drop", "relabel", "keep")
 # cleanvision's issue types, in its own names.
 CLEANVISION_DUPLICATE_ISSUES = ("exact_duplicates", "near_duplicates")
 CLEANVISION_PROPERTY_ISSUES = (
-    "blurry", "dark", "light", "low_information", "grayscale", "odd_aspect_ratio", "odd_size",
+    "blurry",
+    "dark",
+    "light",
+    "low_information",
+    "grayscale",
+    "odd_aspect_ratio",
+    "odd_size",
 )
 CLEANVISION_ISSUES = CLEANVISION_DUPLICATE_ISSUES + CLEANVISION_PROPERTY_ISSUES
 # The audit's own issue types.
@@ -38,7 +44,7 @@ class AuditError(ValueError):
 class AuditDataConfig:
     """What to audit and how splits are made when the data has none."""
 
-    root: Optional[str] = None  # BIRDS-525 folder (birds.csv), split folders, or one class-folder tree
+    root: Optional[str] = None  # noqa: UP045 - BIRDS-525 folder (birds.csv), split folders, or one class-folder tree
     split: str = "auto"  # auto: keep the data's own splits, make grouped ones if it has none | regroup
     valid_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -50,7 +56,7 @@ class ScanConfig:
     """Per-file work: parallelism and the content-hash cache."""
 
     workers: int = 0  # 0 = all cores
-    cache_dir: Optional[str] = None  # None = OUTPUT_DIR/.cache; share one with e.g. ~/.cache/birdvision/audit
+    cache_dir: Optional[str] = None  # noqa: UP045 - None = OUTPUT_DIR/.cache; share one with e.g. ~/.cache/birdvision/audit
     trust_mtime: bool = True  # skip re-hashing files whose size and mtime are unchanged
     progress: bool = True
 
@@ -116,7 +122,8 @@ class AuditConfig:
     actions: ActionsConfig = field(default_factory=ActionsConfig)
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-    # Human decisions: {path: RELATIVE/TO/ROOT.jpg, action: drop|relabel|keep, label: NEW (relabel), reason: WHY}
+    # Human decisions, one per file:
+    # {path: RELATIVE/TO/ROOT.jpg, action: drop|relabel|keep, label: NEW (relabel only), reason: WHY}
     decisions: list[Any] = field(default_factory=list)
 
 
@@ -145,9 +152,11 @@ class Policy:
     def min_count(self, split: str) -> int:
         """The minimum number of usable images a class needs in ``split``."""
         t = self.thresholds
-        return {"train": t.min_train_per_class, "valid": t.min_valid_per_class, "test": t.min_test_per_class}.get(
-            split, t.min_train_per_class
-        )
+        return {
+            "train": t.min_train_per_class,
+            "valid": t.min_valid_per_class,
+            "test": t.min_test_per_class,
+        }.get(split, t.min_train_per_class)
 
 
 def _plain(obj: Any) -> Any:

@@ -35,7 +35,9 @@ def grouped_split(
     by_class: dict[str, list[str]] = defaultdict(list)
     for g, members in groups.items():
         labels = [m.label for m in members]
-        by_class[max(set(labels), key=labels.count)].append(g)
+        # sorted(): on a tie (one photo under two species) set order would vary with PYTHONHASHSEED,
+        # and so would the split of the same data with the same seed.
+        by_class[max(sorted(set(labels)), key=labels.count)].append(g)
     targets = {"train": 1 - valid_fraction - test_fraction, "valid": valid_fraction, "test": test_fraction}
     for label in sorted(by_class):
         gs = by_class[label]
