@@ -96,8 +96,9 @@ def _cards(items: list[tuple[str, Any]]) -> str:
     for k, v in items:
         if v is None:
             continue
-        text = f"{v * 100:.1f} %" if isinstance(v, float) and 0 <= v <= 1 and ("acc" in k or "top" in k or "F1" in k
-                                                                               or "ECE" in k) else _num(v)
+        # Rates (accuracies, precision, recall, F1, ECE) read best as percentages; counts and T do not.
+        is_rate = isinstance(v, float) and 0 <= v <= 1 and k not in ("temperature",)
+        text = f"{v * 100:.1f} %" if is_rate else _num(v)
         cells.append(f"<div class='card'><div class='v'>{_esc(text)}</div><div class='k'>{_esc(k)}</div></div>")
     return f"<div class='cards'>{''.join(cells)}</div>"
 

@@ -130,6 +130,8 @@ def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
 
 
 def _fmt(v: object) -> str:
+    if v is None:
+        return "n/a"
     if isinstance(v, float):
         return f"{v:.3f}"
     return str(v).replace("|", "\\|")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from birdvision.artifacts import atomic_path
 from birdvision.reports.calibration import ReliabilityBins
@@ -99,8 +100,8 @@ def _reliability_axes(ax, bins: ReliabilityBins, label: str) -> None:
            label="accuracy")
     gap_lo = np.minimum(bins.accuracy[used], bins.confidence[used])
     gap = np.abs(bins.accuracy[used] - bins.confidence[used])
-    ax.bar(centers[used], gap, bottom=gap_lo, width=width * 0.95, color="#dd8452", alpha=0.6, hatch="//",
-           edgecolor="#dd8452", lw=0.5, label="gap to confidence")
+    ax.bar(centers[used], gap, bottom=gap_lo, width=width * 0.95, color="none", hatch="///",
+           edgecolor="#c44e52", lw=0.8, label="gap to mean confidence")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
@@ -167,21 +168,24 @@ def read_metrics_csv(path: str | Path) -> dict[str, dict[int, float]]:
     on rows without an epoch), so rows are merged by epoch rather than read one by one.
     """
     out: dict[str, dict[int, float]] = {}
+    last_epoch = -1
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            ep = row.get("epoch", "")
+            ep = (row.get("epoch") or "").strip()
+            try:
+                # Rows without an epoch come from the lr monitor at the start of the next epoch.
+                epoch = last_epoch + 1 if ep == "" else int(float(ep))
+            except ValueError:
+                continue
+            if ep != "":
+                last_epoch = max(last_epoch, epoch)
             for k, v in row.items():
                 if k in ("epoch", "step") or v in ("", None):
                     continue
                 try:
-                    value = float(v)
+                    out.setdefault(k, {})[epoch] = float(v)
                 except ValueError:
                     continue
-                if ep == "":  # lr monitor rows at the start of an epoch: attribute to the next epoch
-                    epoch = max((max(d) + 1 for d in out.values() if d), default=0)
-                else:
-                    epoch = int(float(ep))
-                out.setdefault(k, {})[epoch] = value
     return out
 
 
@@ -205,6 +209,7 @@ def learning_curves_figure(series: dict[str, dict[int, float]]) -> Figure | None
         if title == "learning rate":
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -215,11 +220,13 @@ def learning_curves_figure(series: dict[str, dict[int, float]]) -> Figure | None
 # ----------------------------------------------------------------------------- lr finder
 
 
-def lr_find_figure(lrs: list[float], losses: list[float], suggestion: float | None) -> Figure:
-    """Loss against learning rate (log scale) with the suggested rate marked."""
+def lr_find_figure(lrs: list[float], losses: list[float], suggestion: float | None, skip_begin: int = 0) -> Figure:
+    """Loss against learning rate (log scale) with the suggested rate marked; skipped warm-up points in grey."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
-    ax.plot(lrs, losses, lw=1.5)
+    if skip_begin:
+        ax.plot(lrs[: skip_begin + 1], losses[: skip_begin + 1], lw=1, color="#bbbbbb", label="not considered")
+    ax.plot(lrs[skip_begin:], losses[skip_begin:], lw=1.5, color="#4c72b0")
     if suggestion is not None and lrs:
         i = int(np.argmin(np.abs(np.asarray(lrs) - suggestion)))
         ax.plot([lrs[i]], [losses[i]], "o", color="red", ms=8, label=f"suggestion {suggestion:.2e}")

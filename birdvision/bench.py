@@ -1,0 +1,391 @@
+"""``python -m birdvision.bench model=PATH``: latency and throughput of a model on every engine.
+
+Engines: ``torch`` (PyTorch eager, the model alone on a normalised tensor), ``ort_fp32``
+(the exported ``model.onnx``, preprocessing in the graph when it was exported that way),
+``ort_bare`` (``model.bare.onnx``: no preprocessing, to price it), ``ort_int8`` and
+``ort_fp16``. FP16 is timed only where ONNX Runtime has a GPU provider: on CPU it runs
+through inserted casts and says nothing about a phone or a Jetson.
+
+Each engine is timed in its own subprocess by default (``isolate=true``) with a pinned
+thread count: on a 2-core machine, PyTorch's OpenMP pool and ONNX Runtime's spinning
+workers otherwise steal each other's cores and distort timings by about half.
+
+``compare=[RUN,RUN,...]`` builds the study's table (model, accuracy, weights MB, ms per
+image) over several runs on this device in one invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from birdvision.artifacts import write_json
+from birdvision.checkpoint import CheckpointError
+from birdvision.config import ConfigError, parse_cli
+from birdvision.console import console, run_cli, setup_logging
+from birdvision.data.manifest import ManifestError
+from birdvision.exporting import ExportError, ParityError
+from birdvision.runs import RunError
+from birdvision.timing import measure, pin_threads
+
+log = logging.getLogger("birdvision.bench")
+
+ENGINES = ("torch", "ort_fp32", "ort_bare", "ort_int8", "ort_fp16")
+ENGINE_FILES = {"ort_fp32": "model.onnx", "ort_bare": "model.bare.onnx", "ort_int8": "model.int8.onnx",
+                "ort_fp16": "model.fp16.onnx"}
+ENGINE_PARITY = {"ort_fp32": "parity.json", "ort_bare": "parity.bare.json", "ort_int8": "parity.int8.json",
+                 "ort_fp16": "parity.fp16.json"}
+USER_ERRORS = (ConfigError, ExportError, CheckpointError, RunError, ManifestError)
+
+
+@dataclass
+class BenchConfig:
+    """Everything ``python -m birdvision.bench`` reads."""
+
+    model: str | None = None  # a checkpoint, a run folder, or an exported .onnx/.ort file
+    compare: list[str] = field(default_factory=list)  # several checkpoints/run folders -> the study table
+    engines: str = ",".join(ENGINES)
+    threads: int = 2  # intra-op threads for every engine (pinned)
+    batch: int = 16  # throughput batch size
+    iters: int = 30  # timed batch-1 calls (throughput uses a quarter, at least 5)
+    isolate: bool = True  # each engine in its own subprocess
+    export_dir: str | None = None  # where exports live or are made; default <run>/export
+    output: str | None = None  # bench.json path; default beside the exports
+
+
+# ----------------------------------------------------------------------------- timing one engine
+
+
+def _fp16_supported() -> bool:
+    import onnxruntime as ort
+
+    return any(p in ort.get_available_providers() for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
+
+
+def _best_of(fn, *, iters: int, rounds: int) -> dict[str, Any]:
+    """The round with the lowest median: on a shared machine, other processes' bursts only ever slow a round."""
+    best = None
+    for _ in range(max(1, rounds)):
+        t = measure(fn, warmup=2, iters=iters)
+        if best is None or t.median_ms < best.median_ms:
+            best = t
+    return best.as_dict() | {"rounds": rounds}
+
+
+def time_engine(engine: str, target: str, *, batch_sizes: tuple[int, ...] = (1, 16), threads: int = 2,
+                iters: int = 30, rounds: int = 3) -> dict[str, Any]:
+    """Time one engine in this process: ``{str(batch): timing dict}``.
+
+    ``target`` is the checkpoint for ``torch`` and the ONNX file for the others. Inputs are
+    random but correctly shaped and typed (speed does not depend on pixel content). Each
+    batch size is timed in ``rounds`` rounds of ``iters`` calls (a quarter, at least 5, for
+    batches > 1) and the round with the lowest median is kept.
+    """
+    pin_threads(threads)
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {"engine": engine}
+    if engine == "torch":
+        import torch
+
+        from birdvision.checkpoint import checkpoint_meta, load_classifier
+        from birdvision.exporting.graphs import net_input_shape
+
+        meta = checkpoint_meta(target)
+        model = load_classifier(target)
+        shape = net_input_shape(dict(meta["preprocess"]), int(meta.get("in_chans", 3)))
+        for b in batch_sizes:
+            x = torch.from_numpy(rng.standard_normal((b, *shape), dtype=np.float32))
+            with torch.inference_mode():
+                out[str(b)] = _best_of(lambda x=x: model.predict_proba(x), iters=_iters(iters, b), rounds=rounds)
+        return out
+    from birdvision.exporting.runtime import make_session
+
+    providers = None
+    if engine == "ort_fp16" and _fp16_supported():
+        import onnxruntime as ort
+
+        providers = [p for p in ("CUDAExecutionProvider",) if p in ort.get_available_providers()] + [
+            "CPUExecutionProvider"]
+    sess = make_session(target, threads=threads, providers=providers)
+    inp = sess.get_inputs()[0]
+    dims = [d if isinstance(d, int) else 1 for d in inp.shape[1:]]
+    for b in batch_sizes:
+        if inp.type == "tensor(uint8)":
+            x = rng.integers(0, 256, (b, *dims), dtype=np.uint8)
+        else:
+            x = rng.standard_normal((b, *dims), dtype=np.float32)
+        out[str(b)] = _best_of(lambda x=x: sess.run(None, {inp.name: x}), iters=_iters(iters, b), rounds=rounds)
+    return out
+
+
+def _iters(iters: int, batch: int) -> int:
+    return iters if batch == 1 else max(5, iters // 4)
+
+
+def _worker() -> None:
+    """Subprocess entry: time one engine, print its JSON on the last line."""
+    args = json.loads(sys.argv[1])
+    res = time_engine(args["engine"], args["target"], batch_sizes=tuple(args["batch_sizes"]),
+                      threads=args["threads"], iters=args["iters"])
+    print(json.dumps(res))
+
+
+def time_isolated(engine: str, target: str, *, batch_sizes: tuple[int, ...], threads: int, iters: int) -> dict:
+    """:func:`time_engine` in a fresh interpreter, so no other engine's thread pool is alive."""
+    payload = json.dumps({"engine": engine, "target": str(target), "batch_sizes": list(batch_sizes),
+                          "threads": threads, "iters": iters})
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    proc = subprocess.run([sys.executable, "-c", "from birdvision.bench import _worker; _worker()", payload],
+                          capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"timing {engine} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- one checkpoint
+
+
+def _export_for(ckpt: Path, export_dir: Path, engines: list[str]) -> None:
+    """Export what the engines need, unless ``export_dir`` already holds this checkpoint's export."""
+    from birdvision.exporting.options import ExportConfig
+    from birdvision.exporting.pipeline import export_checkpoint
+
+    need = [ENGINE_FILES[e] for e in engines if e in ENGINE_FILES]
+    info = export_dir / "export.json"
+    same = info.is_file() and json.loads(info.read_text()).get("checkpoint") == str(ckpt)
+    if same and all((export_dir / n).is_file() for n in need):
+        return
+    fmts = ["onnx"] + [f for f, e in (("int8", "ort_int8"), ("fp16", "ort_fp16")) if e in engines]
+    cfg = ExportConfig(ckpt=str(ckpt), format=",".join(fmts), output_dir=str(export_dir))
+    try:
+        export_checkpoint(cfg)
+    except ParityError as e:  # still time what was exported; the failure is reported in the table
+        log.warning("%s", e)
+
+
+def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[str] = ENGINES,
+                         export_dir: str | Path | None = None, threads: int = 2, batch: int = 16, iters: int = 30,
+                         isolate: bool = True) -> dict[str, Any]:
+    """Export (or reuse the export of) a checkpoint and time it on each engine.
+
+    Returns ``{"checkpoint", "backbone", "recipe", "classes", "threads", "device", "engines": {name: row},
+    "ratios": {...}}``; each row has ``file``, ``mb``, ``median_ms``/``p90_ms`` at batch 1,
+    ``throughput_ips`` at ``batch``, ``speedup_vs_torch``, ``acc`` and ``acc_torch`` (from the
+    export's parity reports), or ``skipped`` with the reason.
+    """
+    from birdvision.checkpoint import checkpoint_meta
+    from birdvision.exporting.samples import run_dir_of
+    from birdvision.runs import find_checkpoint
+
+    bad = [e for e in engines if e not in ENGINES]
+    if bad:
+        raise ConfigError(f"unknown engine(s) {bad}; valid: {', '.join(ENGINES)}")
+    ck = find_checkpoint(ckpt)
+    meta = checkpoint_meta(ck)
+    out_dir = Path(export_dir) if export_dir else run_dir_of(ck) / "export"
+    _export_for(ck, out_dir, list(engines))
+    sizes = (1, batch)
+    rows: dict[str, dict[str, Any]] = {}
+    for e in engines:
+        target = str(ck) if e == "torch" else str(out_dir / ENGINE_FILES[e])
+        row: dict[str, Any] = {"file": Path(target).name}
+        if e == "torch":
+            row["mb"] = round(_param_bytes(ck) / 1e6, 2)
+        elif not Path(target).is_file():
+            rows[e] = row | {"skipped": "not exported (failed its parity gate or was not requested)"}
+            continue
+        else:
+            row["mb"] = round(Path(target).stat().st_size / 1e6, 2)
+        if e == "ort_fp16" and not _fp16_supported():
+            rows[e] = row | {"skipped": "no FP16 provider (CPU)"}
+            continue
+        t = (time_isolated if isolate else _time_local)(e, target, batch_sizes=sizes, threads=threads, iters=iters)
+        row |= {"median_ms": t["1"]["median_ms"], "p90_ms": t["1"]["p90_ms"],
+                "throughput_ips": batch * 1000.0 / t[str(batch)]["median_ms"], "batch": batch}
+        if e in ENGINE_PARITY and (out_dir / ENGINE_PARITY[e]).is_file():
+            rep = json.loads((out_dir / ENGINE_PARITY[e]).read_text())
+            row |= {"acc": rep.get("acc_export"), "acc_torch": rep.get("acc_torch"), "parity_n": rep.get("n")}
+        rows[e] = row
+    base = rows.get("torch", {}).get("median_ms")
+    for r in rows.values():
+        if base and r.get("median_ms"):
+            r["speedup_vs_torch"] = base / r["median_ms"]
+    ratios = {}
+    if rows.get("ort_fp32", {}).get("median_ms") and rows.get("ort_bare", {}).get("median_ms"):
+        ratios["preprocess_overhead"] = rows["ort_fp32"]["median_ms"] / rows["ort_bare"]["median_ms"] - 1.0
+    i8 = rows.get("ort_int8", {})
+    if i8.get("acc") is not None and i8.get("acc_torch") is not None:
+        ratios["int8_acc_drop_points"] = (i8["acc_torch"] - i8["acc"]) * 100
+    return {"checkpoint": str(ck), "backbone": meta.get("backbone"), "recipe": meta.get("recipe"),
+            "classes": len(meta["classes"]), "input": meta["preprocess"].get("size"), "threads": threads,
+            "device": device_name(), "load_avg_1min": _load(), "export_dir": str(out_dir), "engines": rows,
+            "ratios": ratios}
+
+
+def _time_local(engine: str, target: str, *, batch_sizes: tuple[int, ...], threads: int, iters: int) -> dict:
+    return time_engine(engine, target, batch_sizes=batch_sizes, threads=threads, iters=iters)
+
+
+def _param_bytes(ck: Path) -> int:
+    """FP32 weight bytes of the network (what ``weights MB`` means in the study table)."""
+    from birdvision.checkpoint import read_checkpoint
+
+    sd = read_checkpoint(ck)["state_dict"]
+    return sum(v.numel() * v.element_size() for k, v in sd.items() if k.startswith("net.") and v.is_floating_point())
+
+
+def _load() -> float | None:
+    """1-minute load average: a value above the core count means the timings shared the CPU."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def device_name() -> str:
+    """A short description of where the numbers were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs"
+
+
+def benchmark_export(path: str | Path, *, threads: int = 2, batch: int = 16, iters: int = 30,
+                     isolate: bool = True) -> dict[str, Any]:
+    """Time one exported file alone (no checkpoint at hand)."""
+    p = Path(path)
+    if not p.is_file():
+        raise RunError(f"{p} does not exist")
+    t = (time_isolated if isolate else _time_local)("ort_file", str(p), batch_sizes=(1, batch), threads=threads,
+                                                    iters=iters)
+    row = {"file": p.name, "mb": round(p.stat().st_size / 1e6, 2), "median_ms": t["1"]["median_ms"],
+           "p90_ms": t["1"]["p90_ms"], "throughput_ips": batch * 1000.0 / t[str(batch)]["median_ms"], "batch": batch}
+    return {"model": str(p), "threads": threads, "device": device_name(), "engines": {"onnxruntime": row}, "ratios": {}}
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def engine_table(result: dict[str, Any]):
+    """A rich table of one benchmark."""
+    from rich.table import Table
+
+    title = f"{result.get('backbone', result.get('model', ''))} on {result['device']}, {result['threads']} threads"
+    t = Table(title=title)
+    for col in ("engine", "file", "MB", "ms b=1 (median)", "p90", f"img/s b={next(iter(result['engines'].values())).get('batch', '')}",
+                "x torch", "acc"):
+        t.add_column(col, justify="right" if col not in ("engine", "file") else "left")
+    for name, r in result["engines"].items():
+        if "skipped" in r:
+            t.add_row(name, r["file"], f"{r.get('mb', '')}", "skipped: " + r["skipped"], "", "", "", "")
+            continue
+        acc = "" if r.get("acc") is None else f"{r['acc'] * 100:.1f}%"
+        t.add_row(name, r["file"], f"{r['mb']:.1f}", f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
+                  f"{r['throughput_ips']:.1f}", f"{r.get('speedup_vs_torch', 0):.2f}" if r.get("speedup_vs_torch") else "",
+                  acc)
+    return t
+
+
+def compare_runs(targets: list[str], *, threads: int = 2, iters: int = 30, isolate: bool = True,
+                 engines: tuple[str, ...] = ("torch", "ort_fp32", "ort_int8")) -> dict[str, Any]:
+    """The study table: per run, model, accuracy, weights MB and ms per image, all on this device."""
+    from birdvision.checkpoint import checkpoint_meta
+    from birdvision.exporting.samples import run_dir_of
+    from birdvision.runs import find_checkpoint
+
+    rows = []
+    for target in targets:
+        ck = find_checkpoint(target)
+        res = benchmark_checkpoint(ck, engines=engines, threads=threads, iters=iters, isolate=isolate)
+        summary = run_dir_of(ck) / "summary.json"
+        acc = None
+        if summary.is_file():
+            s = json.loads(summary.read_text())
+            acc = s.get("test/acc", s.get("val/acc_best"))
+        meta = checkpoint_meta(ck)
+        e = res["engines"]
+        rows.append({
+            "model": meta.get("backbone"), "recipe": meta.get("recipe"), "run": str(run_dir_of(ck)),
+            "accuracy": acc, "weights_mb": e.get("torch", {}).get("mb"),
+            "ms_torch": e.get("torch", {}).get("median_ms"), "ms_ort_fp32": e.get("ort_fp32", {}).get("median_ms"),
+            "ms_ort_int8": e.get("ort_int8", {}).get("median_ms"), "int8_mb": e.get("ort_int8", {}).get("mb"),
+        })
+    return {"device": device_name(), "threads": threads, "rows": rows}
+
+
+def compare_table(result: dict[str, Any]):
+    """A rich table of :func:`compare_runs`."""
+    from rich.table import Table
+
+    t = Table(title=f"models on {result['device']}, {result['threads']} threads, batch 1")
+    for col in ("model", "recipe", "accuracy", "weights MB", "ms torch", "ms ORT fp32", "ms ORT int8", "int8 MB"):
+        t.add_column(col, justify="left" if col in ("model", "recipe") else "right")
+
+    def f(v: Any, fmt: str) -> str:
+        return "" if v is None else format(v, fmt)
+
+    for r in result["rows"]:
+        t.add_row(str(r["model"]), str(r["recipe"]), f(None if r["accuracy"] is None else r["accuracy"] * 100, ".1f"),
+                  f(r["weights_mb"], ".1f"), f(r["ms_torch"], ".1f"), f(r["ms_ort_fp32"], ".1f"),
+                  f(r["ms_ort_int8"], ".1f"), f(r["int8_mb"], ".1f"))
+    return t
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def run(cfg: Any) -> int:
+    """Benchmark one model or compare several; print the table and write ``bench.json``."""
+    setup_logging()
+    engines = tuple(e.strip() for e in str(cfg.engines).split(",") if e.strip())
+    if cfg.compare:
+        result = compare_runs(list(cfg.compare), threads=cfg.threads, iters=cfg.iters, isolate=cfg.isolate,
+                              engines=tuple(e for e in engines if e in ("torch", "ort_fp32", "ort_int8")))
+        console.print(compare_table(result))
+        out = Path(cfg.output) if cfg.output else Path("bench.json")
+    elif cfg.model:
+        if Path(cfg.model).suffix in (".onnx", ".ort"):
+            result = benchmark_export(cfg.model, threads=cfg.threads, batch=cfg.batch, iters=cfg.iters,
+                                      isolate=cfg.isolate)
+            out = Path(cfg.output) if cfg.output else Path(cfg.model).parent / "bench.json"
+        else:
+            result = benchmark_checkpoint(cfg.model, engines=engines, export_dir=cfg.export_dir, threads=cfg.threads,
+                                          batch=cfg.batch, iters=cfg.iters, isolate=cfg.isolate)
+            out = Path(cfg.output) if cfg.output else Path(result["export_dir"]) / "bench.json"
+        console.print(engine_table(result))
+        for k, v in result["ratios"].items():
+            console.print(f"  {k}: {v:.3f}")
+    else:
+        raise ConfigError("give model=PATH (checkpoint, run folder or .onnx) or compare=[RUN,RUN,...]")
+    write_json(out, result)
+    console.print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m birdvision.bench``."""
+
+    def body() -> int:
+        cfg = parse_cli(BenchConfig, argv, preset_key="preset", preset_dir="bench_presets", prog="birdvision.bench",
+                        description="Latency/throughput of a model on PyTorch and ONNX Runtime (fp32/int8/fp16).")
+        return run(cfg)
+
+    return run_cli(body, USER_ERRORS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""The exported graphs: the network from PyTorch, plus small pre- and post-processing graphs, composed.
+
+Why three pieces instead of one traced module: INT8 must quantize only the network
+(quantized normalisation or softmax costs accuracy and buys nothing), FP16 must convert
+only the network, and the bench compares the network with and without in-graph
+preprocessing. So the network (``input`` -> ``logits``) is exported once, each variant
+transforms that piece alone, and :func:`compose` prepends the float preprocessing
+(uint8 photo -> normalised NCHW, or waveform -> mel) and appends ``softmax(logits / T)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from birdvision.artifacts import atomic_path
+from birdvision.exporting import ExportError
+
+log = logging.getLogger(__name__)
+
+NET_INPUT, NET_OUTPUT = "input", "logits"
+PROBS = "probabilities"
+IMAGE_INPUT, WAVEFORM_INPUT = "image", "waveform"
+
+
+def is_audio(preprocess: dict[str, Any]) -> bool:
+    """Whether a preprocessing spec describes a spectrogram (waveform-in) model."""
+    return preprocess.get("kind") == "audio"
+
+
+def clip_samples(preprocess: dict[str, Any]) -> int:
+    """Samples per waveform window of an audio spec."""
+    return int(round(float(preprocess["clip_seconds"]) * int(preprocess["sample_rate"])))
+
+
+def mel_frontend(preprocess: dict[str, Any]) -> nn.Module:
+    """The checkpoint's mel frontend, rebuilt from its spec (eval mode, CPU)."""
+    from birdvision.data.pipeline import batch_transform_for
+
+    fe = batch_transform_for(preprocess)
+    if fe is None:
+        raise ExportError("an audio preprocessing spec without a mel frontend")
+    return fe.eval()
+
+
+def net_input_shape(preprocess: dict[str, Any], in_chans: int) -> tuple[int, int, int]:
+    """(C, H, W) the bare network takes for this spec."""
+    if is_audio(preprocess):
+        fe = mel_frontend(preprocess)
+        with torch.no_grad():
+            out = fe(torch.zeros(1, clip_samples(preprocess)))
+        return tuple(int(d) for d in out.shape[1:])  # type: ignore[return-value]
+    size = int(preprocess["size"])
+    return (in_chans, size, size)
+
+
+def export_module(module: nn.Module, example: torch.Tensor, *, input_name: str, output_name: str,
+                  opset: int) -> onnx.ModelProto:
+    """Export with a dynamic batch axis.
+
+    The TorchScript exporter is tried first: it writes the requested opset natively (17
+    keeps TensorRT 8.x on JetPack 5/6 happy) and takes seconds where the dynamo exporter
+    takes tens of seconds on this CPU. Newer PyTorch may drop it; then the dynamo exporter
+    is used.
+    """
+    module = module.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module, (example,), str(path), dynamo=False, input_names=[input_name], output_names=[output_name],
+                    opset_version=opset, dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                    do_constant_folding=True,
+                )
+        except Exception as e:  # noqa: BLE001 - any exporter failure falls back to the other exporter
+            log.info("TorchScript ONNX exporter failed (%s); using the dynamo exporter", e)
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                prog = torch.onnx.export(
+                    module, (example,), None, dynamo=True, input_names=[input_name], output_names=[output_name],
+                    opset_version=opset, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                    external_data=False,
+                )
+                prog.save(str(path), external_data=False)
+        model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    return model
+
+
+def export_net(net: nn.Module, shape: tuple[int, int, int], opset: int) -> onnx.ModelProto:
+    """The bare network: normalised float ``input [B, C, H, W]`` -> ``logits [B, K]``."""
+    return export_module(net, torch.zeros(2, *shape), input_name=NET_INPUT, output_name=NET_OUTPUT, opset=opset)
+
+
+def _like(ref: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
+    """A model with ``ref``'s IR version and opsets, so onnx.compose accepts the pair."""
+    m = helper.make_model(graph, opset_imports=list(ref.opset_import))
+    m.ir_version = ref.ir_version
+    return m
+
+
+def image_pre_graph(preprocess: dict[str, Any], ref: onnx.ModelProto) -> onnx.ModelProto:
+    """``image uint8 [B, H, W, 3]`` -> normalised ``input float32 [B, 3, H, W]``.
+
+    (x / 255 - mean) / std is folded into one multiply and one add per channel.
+    """
+    size = int(preprocess["size"])
+    mean = np.asarray(preprocess["mean"], dtype=np.float64)
+    std = np.asarray(preprocess["std"], dtype=np.float64)
+    scale = (1.0 / (255.0 * std)).astype(np.float32).reshape(1, 3, 1, 1)
+    bias = (-mean / std).astype(np.float32).reshape(1, 3, 1, 1)
+    nodes = [
+        helper.make_node("Cast", [IMAGE_INPUT], ["pre_f"], to=TensorProto.FLOAT, name="pre_cast"),
+        helper.make_node("Transpose", ["pre_f"], ["pre_nchw"], perm=[0, 3, 1, 2], name="pre_nchw"),
+        helper.make_node("Mul", ["pre_nchw", "pre_scale"], ["pre_scaled"], name="pre_scale"),
+        helper.make_node("Add", ["pre_scaled", "pre_bias"], [NET_INPUT], name="pre_bias"),
+    ]
+    graph = helper.make_graph(
+        nodes, "birdvision_image_preprocess",
+        [helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.UINT8, ["batch", size, size, 3])],
+        [helper.make_tensor_value_info(NET_INPUT, TensorProto.FLOAT, ["batch", 3, size, size])],
+        [numpy_helper.from_array(scale, "pre_scale"), numpy_helper.from_array(bias, "pre_bias")],
+    )
+    return _like(ref, graph)
+
+
+def audio_pre_graph(preprocess: dict[str, Any], ref: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """``waveform float32 [B, T]`` -> log-mel ``input`` via the checkpoint's own MelFrontend."""
+    fe = mel_frontend(preprocess)
+    m = export_module(fe, torch.zeros(2, clip_samples(preprocess)), input_name=WAVEFORM_INPUT,
+                      output_name=NET_INPUT, opset=opset)
+    _prefix(m, "pre_", keep={WAVEFORM_INPUT, NET_INPUT})
+    m.ir_version = ref.ir_version
+    return m
+
+
+def post_graph(temperature: float, n_classes: int, ref: onnx.ModelProto) -> onnx.ModelProto:
+    """``logits`` -> ``probabilities = softmax(logits / temperature)``, in float32."""
+    nodes = [
+        helper.make_node("Div", [NET_OUTPUT, "post_temperature"], ["post_scaled"], name="post_temperature"),
+        helper.make_node("Softmax", ["post_scaled"], [PROBS], axis=-1, name="post_softmax"),
+    ]
+    graph = helper.make_graph(
+        nodes, "birdvision_postprocess",
+        [helper.make_tensor_value_info(NET_OUTPUT, TensorProto.FLOAT, ["batch", n_classes])],
+        [helper.make_tensor_value_info(PROBS, TensorProto.FLOAT, ["batch", n_classes])],
+        [numpy_helper.from_array(np.asarray(temperature, dtype=np.float32), "post_temperature")],
+    )
+    return _like(ref, graph)
+
+
+def _prefix(model: onnx.ModelProto, prefix: str, keep: set[str]) -> None:
+    """Prefix every internal name so two PyTorch exports can share one graph without collisions."""
+    g = model.graph
+
+    def r(name: str) -> str:
+        return name if (not name or name in keep) else prefix + name
+
+    for node in g.node:
+        node.input[:] = [r(x) for x in node.input]
+        node.output[:] = [r(x) for x in node.output]
+        node.name = prefix + node.name
+    for init in g.initializer:
+        init.name = r(init.name)
+    for vi in g.value_info:
+        vi.name = r(vi.name)
+
+
+def _align_opsets(a: onnx.ModelProto, b: onnx.ModelProto) -> None:
+    """Give both models the union of their opset imports (same version per domain is required)."""
+    versions: dict[str, int] = {}
+    for m in (a, b):
+        for op in m.opset_import:
+            versions[op.domain] = max(versions.get(op.domain, 0), op.version)
+    for m in (a, b):
+        del m.opset_import[:]
+        m.opset_import.extend(helper.make_opsetid(d, v) for d, v in versions.items())
+    a.ir_version = b.ir_version = max(a.ir_version, b.ir_version)
+
+
+def toposort(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Reorder nodes so each comes after its producers (the FP16 converter appends its Casts at the end)."""
+    g = model.graph
+    ready = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    pending, ordered = list(g.node), []
+    while pending:
+        rest = [n for n in pending if not all(x in ready for x in n.input)]
+        done = [n for n in pending if all(x in ready for x in n.input)]
+        if not done:
+            raise ExportError(f"graph has a cycle or a missing input near node {rest[0].name!r}")
+        for n in done:
+            ordered.append(n)
+            ready.update(n.output)
+        pending = rest
+    nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in ordered]
+    del g.node[:]
+    g.node.extend(nodes)
+    return model
+
+
+def compose(pre: onnx.ModelProto | None, net: onnx.ModelProto, post: onnx.ModelProto) -> onnx.ModelProto:
+    """``pre`` (optional) -> ``net`` -> ``post`` as one model."""
+    net = toposort(onnx.ModelProto.FromString(net.SerializeToString()))
+    model = net
+    if pre is not None:
+        pre = onnx.ModelProto.FromString(pre.SerializeToString())
+        _align_opsets(pre, model)
+        model = onnx.compose.merge_models(pre, model, io_map=[(NET_INPUT, NET_INPUT)])
+    post = onnx.ModelProto.FromString(post.SerializeToString())
+    _align_opsets(model, post)
+    model = onnx.compose.merge_models(model, post, io_map=[(NET_OUTPUT, NET_OUTPUT)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Write an ONNX model atomically (a reader never sees half a file)."""
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return Path(path)

@@ -1,0 +1,192 @@
+"""From a checkpoint to gated export files: the sequence ``python -m birdvision.export`` runs.
+
+Order: parity inputs and the PyTorch reference first (so a bad data path fails before any
+export work), then the FP32 network, then each requested variant; every file is gated as
+soon as it is written. A failing variant does not stop the others; the run ends with
+:class:`ParityError` listing all failures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from birdvision import __version__
+from birdvision.artifacts import write_json, write_text
+from birdvision.checkpoint import checkpoint_meta, load_classifier
+from birdvision.exporting import FORMATS, ExportError, ParityError, graphs
+from birdvision.exporting.metadata import build_metadata, set_metadata
+from birdvision.exporting.options import ExportConfig
+from birdvision.exporting.parity import Reference, Thresholds, gate, net_inputs_of, reference
+from birdvision.exporting.runtime import make_session
+from birdvision.exporting.samples import input_set, run_dir_of
+from birdvision.runs import find_checkpoint
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("onnx", "int8", "fp16", "ort", "tensorrt")
+
+
+@dataclass
+class ExportResult:
+    """What was written and how each file fared."""
+
+    output_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)  # role -> path (fp32, bare, int8, fp16, ort, ...)
+    parity: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> report
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "output_dir": str(self.output_dir),
+            "files": {k: {"path": v.name, "mb": round(v.stat().st_size / 1e6, 3)} for k, v in self.files.items()
+                      if v.exists()},
+            "parity": self.parity, "failures": self.failures, "notes": self.notes,
+        }
+
+
+def resolve_formats(fmt: str) -> list[str]:
+    """``onnx,int8`` / ``all`` -> the variants to build, always starting with ``onnx``."""
+    names = [f.strip() for f in str(fmt).split(",") if f.strip()]
+    bad = [f for f in names if f not in FORMATS]
+    if bad or not names:
+        raise ExportError(f"unknown format {', '.join(bad) or repr(fmt)}; valid formats: {', '.join(FORMATS)}")
+    wanted = set(VARIANTS) if "all" in names else set(names) | {"onnx"}
+    return [v for v in VARIANTS if v in wanted]
+
+
+def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
+    """Export ``cfg.ckpt`` in ``cfg.format``; every file is parity-gated. Raises ParityError on a failed gate."""
+    if not cfg.ckpt:
+        raise ExportError("ckpt=PATH is required (a .ckpt file or a run folder)")
+    formats = resolve_formats(cfg.format)
+    ckpt = find_checkpoint(cfg.ckpt)
+    meta = checkpoint_meta(ckpt)
+    model = load_classifier(ckpt)
+    pre_spec = dict(meta["preprocess"])
+    audio = graphs.is_audio(pre_spec)
+    out = Path(cfg.output_dir) if cfg.output_dir else run_dir_of(ckpt) / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    res = ExportResult(out)
+    t0 = time.perf_counter()
+
+    p = cfg.parity
+    pin = input_set(ckpt, meta, split=p.split, data=p.data, n=p.n, purpose="parity")
+    ref = reference(model, pin.inputs, pin.labels, pre_spec, p.batch_size)
+    log.info("parity set: %d samples from %s", len(pin), pin.origin)
+    thresholds = Thresholds(p.fp32_min_top1_agreement, p.fp32_max_abs_diff, p.max_acc_drop)
+
+    shape = graphs.net_input_shape(pre_spec, int(meta.get("in_chans", 3)))
+    net = graphs.export_net(model.net, shape, cfg.opset)
+    post = graphs.post_graph(float(meta.get("temperature", 1.0)), len(meta["classes"]), net)
+    pre = None
+    if cfg.preprocess_in_graph:
+        pre = graphs.audio_pre_graph(pre_spec, net, cfg.opset) if audio else graphs.image_pre_graph(pre_spec, net)
+    full_kind = ("waveform" if audio else "uint8_nhwc") if pre is not None else ("mel" if audio else "float_nchw")
+    bare_kind = "mel" if audio else "float_nchw"
+    write_text(out / "labels.txt", "".join(f"{c}\n" for c in meta["classes"]))
+
+    def save_and_gate(role: str, name: str, model_proto, precision: str, kind: str) -> Path | None:
+        path = graphs.save_model(set_metadata(model_proto, build_metadata(meta, input_kind=kind, precision=precision)),
+                                 out / name)
+        return _gate_file(res, role, path, precision, kind, ref, thresholds, pin.origin, cfg)
+
+    save_and_gate("fp32", "model.onnx", graphs.compose(pre, net, post), "fp32", full_kind)
+    if pre is not None:
+        save_and_gate("bare", "model.bare.onnx", graphs.compose(None, net, post), "fp32", bare_kind)
+
+    calib_net = None
+    if "int8" in formats or "tensorrt" in formats:
+        c = cfg.calibration
+        cin = input_set(ckpt, meta, split=c.split, data=c.data, n=c.n, purpose="calibration")
+        calib_net = net_inputs_of(cin.inputs, pre_spec)
+        log.info("calibration set: %d samples from %s", len(cin), cin.origin)
+    if "int8" in formats:
+        from birdvision.exporting.variants import quantize_int8
+
+        qnet = quantize_int8(net, calib_net, method=cfg.calibration.method, batch_size=cfg.calibration.batch_size)
+        save_and_gate("int8", "model.int8.onnx", graphs.compose(pre, qnet, post), "int8", full_kind)
+    if "fp16" in formats:
+        from birdvision.exporting.variants import convert_fp16
+
+        save_and_gate("fp16", "model.fp16.onnx", graphs.compose(pre, convert_fp16(net), post), "fp16", full_kind)
+    if "ort" in formats:
+        from birdvision.exporting.variants import convert_to_ort
+
+        for role, src, precision in (("ort", "fp32", "fp32"), ("int8_ort", "int8", "int8")):
+            if role == "int8_ort" and "int8" not in res.files:
+                continue
+            if src in res.files:
+                dst = convert_to_ort(res.files[src], out / res.files[src].name.replace(".onnx", ".ort"))
+                _gate_file(res, role, dst, precision, full_kind, ref, thresholds, pin.origin, cfg)
+    if "tensorrt" in formats:
+        _tensorrt(res, cfg, meta, net, post, calib_net, shape, ref, thresholds, pin.origin)
+
+    summary = res.as_dict() | {
+        "checkpoint": str(ckpt), "formats": formats, "preprocess_in_graph": bool(cfg.preprocess_in_graph),
+        "opset": int(cfg.opset), "birdvision_version": __version__, "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json(out / "export.json", summary)
+    if res.failures:
+        raise ParityError("; ".join(res.failures))
+    return res
+
+
+def _gate_file(res: ExportResult, role: str, path: Path, precision: str, kind: str, ref: Reference,
+               thresholds: Thresholds, origin: str, cfg: Any) -> Path | None:
+    """Gate one file against the reference; record the report or the failure."""
+    feed = ref.raw_inputs if kind in ("uint8_nhwc", "waveform") else ref.net_inputs
+    session = make_session(path, threads=int(cfg.threads))
+    try:
+        report = gate(path, session, feed, ref, precision=precision, input_kind=kind, thresholds=thresholds,
+                      data=origin, batch_size=int(cfg.parity.batch_size))
+    except ParityError as e:
+        log.error("%s", e)
+        res.failures.append(str(e))
+        return None
+    finally:
+        del session
+    res.files[role] = path
+    res.parity[path.name] = report.as_dict()
+    return path
+
+
+def _tensorrt(res: ExportResult, cfg: Any, meta: dict[str, Any], net, post, calib_net, shape: tuple[int, int, int],
+              ref: Reference, thresholds: Thresholds, origin: str) -> None:
+    """The TensorRT-ready ONNX pair and calibration batches; engines too where TensorRT runs."""
+    from birdvision.exporting import tensorrt as trt_mod
+    from birdvision.exporting.variants import quantize_int8
+
+    out = res.output_dir
+    kind = "mel" if graphs.is_audio(dict(meta["preprocess"])) else "float_nchw"
+
+    def save(name: str, proto, precision: str) -> Path:
+        return graphs.save_model(set_metadata(proto, build_metadata(meta, input_kind=kind, precision=precision)),
+                                 out / name)
+
+    _gate_file(res, "trt_fp32", save("model.trt.onnx", graphs.compose(None, net, post), "fp32"), "fp32", kind, ref,
+               thresholds, origin, cfg)
+    qnet = quantize_int8(net, calib_net, method=cfg.calibration.method, symmetric_activations=True,
+                         batch_size=cfg.calibration.batch_size)
+    _gate_file(res, "trt_int8", save("model.trt.int8.onnx", graphs.compose(None, qnet, post), "int8"), "int8", kind,
+               ref, thresholds, origin, cfg)
+    trt_mod.write_calibration(calib_net, out / "trt_calib", cfg.calibration.batch_size)
+    if trt_mod.tensorrt_available() and "trt_fp32" in res.files:
+        engines = trt_mod.build_engines(res.files["trt_fp32"], out / "trt_calib", out,
+                                        max_batch=cfg.tensorrt.max_batch, workspace_mb=cfg.tensorrt.workspace_mb)
+        for e in engines:
+            res.files[e.stem.replace("model.", "engine_")] = e
+        reason = "engines were also built here with the TensorRT API"
+        res.notes.append(f"TensorRT engines built: {', '.join(e.name for e in engines)}")
+    else:
+        reason = "the export machine had no TensorRT and/or no CUDA GPU"
+        res.notes.append(
+            "TensorRT is not available here (no tensorrt package or no CUDA GPU): wrote model.trt.onnx, "
+            "model.trt.int8.onnx, trt_calib/*.npy and trtexec.sh; run trtexec.sh on the Jetson to build the engines"
+        )
+    res.files["trtexec"] = trt_mod.write_script(out, shape, cfg.tensorrt.max_batch, str(meta.get("backbone")), reason,
+                                                dict(meta["preprocess"]))

@@ -1,0 +1,152 @@
+"""Real inputs for the parity gate and INT8 calibration, decoded once and shared by both engines.
+
+Parity must measure the model, not two resizers: every photo is decoded and resized
+with PIL exactly once to a ``uint8 [H, W, 3]`` array at the model's size. PyTorch then
+normalises that array, and ONNX Runtime gets the same array (in-graph preprocessing) or
+the same normalised tensor (bare models). Spectrogram models get the same waveform
+windows on both sides.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from birdvision.data.images import IMAGE_SUFFIXES, ImageLoadError, load_rgb
+from birdvision.data.manifest import ManifestError, Sample, read_manifest
+from birdvision.exporting import ExportError
+from birdvision.runs import CHECKPOINTS
+
+log = logging.getLogger(__name__)
+
+_PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+                "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+
+
+@dataclass
+class InputSet:
+    """Decoded model inputs with their labels (-1 where a sample's label is not a model class)."""
+
+    inputs: np.ndarray  # uint8 [N, H, W, 3] for photos, float32 [N, T] for waveforms
+    labels: np.ndarray  # int64 [N]
+    paths: list[str]
+    origin: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def run_dir_of(ckpt: Path) -> Path:
+    """The run folder a checkpoint belongs to (``RUN/checkpoints/x.ckpt`` -> ``RUN``)."""
+    return ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent
+
+
+def resize_uint8(img: Image.Image, size: int, interpolation: str) -> np.ndarray:
+    """A PIL image squashed to ``size x size`` with the checkpoint's filter, as ``uint8 [H, W, 3]``.
+
+    Same call torchvision's ``Resize`` makes on PIL input, so the training-time eval
+    transform and this array agree.
+    """
+    img = img.convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), _PIL_FILTERS.get(interpolation, Image.Resampling.BILINEAR))
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def _folder_samples(folder: Path, classes: list[str]) -> list[Sample]:
+    """Photos under a folder; a parent folder named like a class gives the label."""
+    if (folder / "manifest.csv").is_file():
+        return read_manifest(folder / "manifest.csv")
+    known = set(classes)
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            out.append(Sample(path=str(p), label=p.parent.name if p.parent.name in known else ""))
+    return out
+
+
+def find_samples(ckpt: Path, *, split: str, data: str | None, classes: list[str]) -> tuple[list[Sample], str]:
+    """Samples to use: ``data`` (a folder or a manifest) or the run's manifest rows of ``split``."""
+    try:
+        if data:
+            p = Path(data).expanduser()
+            if p.is_dir():
+                samples = _folder_samples(p, classes)
+            elif p.is_file():
+                samples = read_manifest(p)
+            else:
+                raise ExportError(f"{data} does not exist (expected a folder of photos or a manifest CSV)")
+            if any(s.split == split for s in samples):
+                samples = [s for s in samples if s.split == split]
+            origin = str(p)
+        else:
+            run = run_dir_of(ckpt)
+            manifest = run / "manifest.csv"
+            if not manifest.is_file():
+                raise ExportError(f"{run} has no manifest.csv to take {split} samples from; pass parity.data=FOLDER")
+            samples = [s for s in read_manifest(manifest) if s.split == split]
+            origin = f"{manifest} (split={split})"
+    except ManifestError as e:
+        raise ExportError(str(e)) from None
+    return [s for s in samples if s.active], origin
+
+
+def spread(samples: list[Sample], n: int) -> list[Sample]:
+    """``n`` samples evenly spaced over the list (manifests are sorted by class, so classes are covered)."""
+    if n <= 0 or n >= len(samples):
+        return list(samples)
+    idx = np.unique(np.linspace(0, len(samples) - 1, n).round().astype(int))
+    return [samples[i] for i in idx]
+
+
+def load_inputs(samples: list[Sample], classes: list[str], preprocess: dict[str, Any], origin: str) -> InputSet:
+    """Decode samples into model inputs; unreadable photos are skipped with a warning."""
+    idx = {c: i for i, c in enumerate(classes)}
+    if preprocess.get("kind") == "audio":
+        return _load_audio(samples, classes, preprocess, origin)
+    size, interp = int(preprocess["size"]), str(preprocess.get("interpolation", "bilinear"))
+    arrays, labels, paths = [], [], []
+    for s in samples:
+        try:
+            img = load_rgb(s.path, draft_size=size)
+        except ImageLoadError as e:
+            log.warning("skipping unreadable photo: %s", e)
+            continue
+        arrays.append(resize_uint8(img, size, interp))
+        labels.append(idx.get(s.label, -1))
+        paths.append(s.path)
+    if not arrays:
+        raise ExportError(f"no readable photos in {origin}")
+    return InputSet(np.stack(arrays), np.asarray(labels, dtype=np.int64), paths, origin)
+
+
+def _load_audio(samples: list[Sample], classes: list[str], preprocess: dict[str, Any], origin: str) -> InputSet:
+    """Waveform windows through the project's own evaluation dataset (same windowing as training)."""
+    from birdvision.data.pipeline import eval_dataset
+
+    known = [s for s in samples if s.label in classes]
+    if not known:
+        raise ExportError(f"no samples in {origin} carry one of the model's classes")
+    ds = eval_dataset(known, classes, preprocess)
+    xs, ys = [], []
+    for i in range(len(ds)):
+        x, y = ds[i]
+        xs.append(np.asarray(x, dtype=np.float32).reshape(-1))
+        ys.append(int(y))
+    return InputSet(np.stack(xs), np.asarray(ys, dtype=np.int64), [s.path for s in known][: len(xs)], origin)
+
+
+def input_set(ckpt: Path, meta: dict[str, Any], *, split: str, data: str | None, n: int, purpose: str) -> InputSet:
+    """``n`` decoded inputs for ``purpose`` (parity or calibration); an empty set is an error."""
+    samples, origin = find_samples(ckpt, split=split, data=data, classes=list(meta["classes"]))
+    if not samples:
+        raise ExportError(
+            f"the {purpose} set is empty: no samples in {origin}; "
+            f"pass {purpose}.data=FOLDER_OR_MANIFEST with photos of the model's classes"
+        )
+    return load_inputs(spread(samples, n), list(meta["classes"]), dict(meta["preprocess"]), origin)

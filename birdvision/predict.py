@@ -1,0 +1,65 @@
+"""``python -m birdvision.predict model=CKPT_OR_ONNX input=PATH output=FILE.csv``: species for new data.
+
+The model's own preprocessing spec (in the checkpoint or the ONNX metadata) says what it
+takes. A photo model writes ``file,species,confidence`` (top 5 per photo). A call model
+slides its window over recordings of any length, streamed block by block, and writes
+``file,start_s,end_s,species,confidence`` (top 1 per window); the last partial window is
+zero-padded, so the table covers each recording to its end. Each window's / photo's best
+species is always written (``always_top1``), further ones only at or above
+``min_confidence``. A run log (``FILE.log``) beside the table lists every file that was
+skipped or predicted with warnings; bad files never stop the run.
+
+Exit codes: 0 done, 1 nothing could be predicted (every file unreadable), 2 a user error
+(missing model or input, a bad option).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from birdvision.checkpoint import CheckpointError
+from birdvision.config import ConfigError, parse_cli, to_yaml
+from birdvision.console import console, run_cli, setup_logging
+from birdvision.prediction import PredictError
+from birdvision.prediction.options import PredictConfig
+from birdvision.runs import RunError
+
+log = logging.getLogger("birdvision.predict")
+
+USER_ERRORS = (ConfigError, PredictError, CheckpointError, RunError)
+
+
+def run(cfg) -> int:
+    """Predict and write the tables; 0 when at least one file was predicted."""
+    from birdvision.prediction.run import run_predict
+
+    setup_logging()
+    console.print("[bold]birdvision predict[/]\n" + to_yaml(cfg))
+    result, log_file = run_predict(cfg)
+    what = "windows" if result.audio else "photos"
+    console.print(f"{len(result.rows)} rows from {result.items} {what} of {len(result.predicted)} file(s) -> {cfg.output}")
+    if result.audio and result.predict_s > 0:
+        console.print(f"{result.audio_seconds:.0f} s of audio in {result.predict_s:.1f} s "
+                      f"({result.audio_seconds / result.predict_s:.0f}x real time)")
+    if result.skipped or result.warned:
+        console.print(f"[yellow]{len(result.skipped)} file(s) skipped, {len(result.warned)} warning(s)[/]: see {log_file}")
+    if not result.predicted:
+        console.print("[bold red]nothing could be predicted[/]: every input file was unreadable")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m birdvision.predict``."""
+
+    def body() -> int:
+        cfg = parse_cli(PredictConfig, argv, preset_key="preset", preset_dir="predict_presets",
+                        prog="birdvision.predict",
+                        description="Predict species for photos, or window by window for recordings of any length.")
+        return run(cfg)
+
+    return run_cli(body, USER_ERRORS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""Probabilities -> rows -> tables: the predictions CSV, merged runs and Raven selection tables."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from birdvision.artifacts import write_text
+
+AUDIO_COLUMNS = ["file", "start_s", "end_s", "species", "confidence"]
+PHOTO_COLUMNS = ["file", "species", "confidence"]
+RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
+                 "High Freq (Hz)", "Species", "Confidence"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One prediction: a species for a photo, or for the time range ``[start_s, end_s)`` of a recording."""
+
+    file: str
+    species: str
+    confidence: float
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+def top_rows(probs: np.ndarray, classes: Sequence[str], *, top_k: int, min_confidence: float,
+             always_top1: bool) -> list[list[tuple[str, float]]]:
+    """Per input row of ``probs [B, K]``: the (species, confidence) pairs to write, best first.
+
+    Up to ``top_k`` species at or above ``min_confidence``; with ``always_top1`` the best one
+    is kept even below it, so every window or photo appears in the table.
+    """
+    k = max(1, min(int(top_k), probs.shape[1]))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    out = []
+    for i, idx in enumerate(order):
+        picked = [(classes[j], float(probs[i, j])) for r, j in enumerate(idx)
+                  if probs[i, j] >= min_confidence or (r == 0 and always_top1)]
+        out.append(picked)
+    return out
+
+
+def merge_runs(rows: Iterable[Row], *, gap_s: float = 1e-6) -> list[Row]:
+    """Join rows of one file and species whose time ranges touch or overlap (consecutive windows).
+
+    The merged row spans the run and keeps its highest confidence. Output is sorted by file,
+    start and descending confidence, like the unmerged table.
+    """
+    by_key: dict[tuple[str, str], list[Row]] = {}
+    order: list[str] = []
+    for r in rows:
+        if r.file not in order:
+            order.append(r.file)
+        by_key.setdefault((r.file, r.species), []).append(r)
+    merged: list[Row] = []
+    for (_, _), rs in by_key.items():
+        rs = sorted(rs, key=lambda r: r.start_s or 0.0)
+        cur = rs[0]
+        for r in rs[1:]:
+            if (r.start_s or 0.0) <= (cur.end_s or 0.0) + gap_s:
+                cur = replace(cur, end_s=max(cur.end_s or 0.0, r.end_s or 0.0),
+                              confidence=max(cur.confidence, r.confidence))
+            else:
+                merged.append(cur)
+                cur = r
+        merged.append(cur)
+    rank = {f: i for i, f in enumerate(order)}
+    return sorted(merged, key=lambda r: (rank[r.file], r.start_s or 0.0, -r.confidence))
+
+
+def _fmt_time(t: float | None) -> str:
+    return "" if t is None else f"{t:.3f}"
+
+
+def predictions_csv(rows: Sequence[Row], *, audio: bool) -> str:
+    """The predictions table as CSV text (times in seconds to the millisecond, confidence to 4 places)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(AUDIO_COLUMNS if audio else PHOTO_COLUMNS)
+    for r in rows:
+        if audio:
+            w.writerow([r.file, _fmt_time(r.start_s), _fmt_time(r.end_s), r.species, f"{r.confidence:.4f}"])
+        else:
+            w.writerow([r.file, r.species, f"{r.confidence:.4f}"])
+    return buf.getvalue()
+
+
+def raven_table(rows: Sequence[Row], *, low_hz: float, high_hz: float) -> str:
+    """A Raven Pro selection table (tab-separated) for recording rows.
+
+    Times are per recording; when the rows come from more than one file a ``Begin Path``
+    column (a standard Raven measurement) is added so each selection names its recording.
+    """
+    files = list(dict.fromkeys(r.file for r in rows))
+    multi = len(files) > 1
+    lines = ["\t".join(RAVEN_COLUMNS + (["Begin Path"] if multi else []))]
+    for i, r in enumerate(rows, 1):
+        cells = [str(i), "Spectrogram 1", "1", _fmt_time(r.start_s), _fmt_time(r.end_s), f"{low_hz:.1f}",
+                 f"{high_hz:.1f}", r.species, f"{r.confidence:.4f}"]
+        if multi:
+            cells.append(r.file)
+        lines.append("\t".join(c.replace("\t", " ") for c in cells))
+    return "\n".join(lines) + "\n"
+
+
+def write_table(path: str | Path, text: str) -> Path:
+    """Write a table atomically (a reader never sees half a file)."""
+    return write_text(path, text)

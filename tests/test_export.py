@@ -1,0 +1,223 @@
+"""Export: ONNX with metadata, INT8/FP16/ORT variants, the parity gate, TensorRT bundle, user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from birdvision.export import main
+from birdvision.exporting import graphs
+from birdvision.exporting.metadata import read_metadata
+from tests._bird_runs import make_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, demo_photos) -> Path:
+    return make_run(tmp_path_factory.mktemp("run"), demo_photos)
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export")
+    assert main([f"ckpt={run_dir}", "format=int8,fp16,ort", f"output_dir={out}", "parity.max_acc_drop=0.5"]) == 0
+    return out
+
+
+def _ck(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["hyper_parameters"]
+
+
+def test_onnx_parity_metadata_and_labels(exported, run_dir):
+    hp = _ck(run_dir)
+    rep = json.loads((exported / "parity.json").read_text())
+    assert rep["passed"] and rep["n"] == 12 and rep["n_labelled"] == 12  # every valid photo of the demo set
+    assert rep["top1_agreement"] == 1.0 and rep["max_abs_diff"] <= 1e-4
+    assert rep["acc_torch"] == rep["acc_export"]
+    meta = read_metadata(exported / "model.onnx")
+    assert meta["classes"] == hp["classes"] and meta["preprocess"] == hp["preprocess"]
+    assert meta["temperature"] == pytest.approx(1.5) and meta["manifest_digest"] == hp["manifest_digest"]
+    assert meta["recipe"] == "test" and meta["birdvision_version"] and meta["input_kind"] == "uint8_nhwc"
+    assert (exported / "labels.txt").read_text().splitlines() == hp["classes"]
+    m = onnx.load(str(exported / "model.onnx"))
+    assert m.opset_import[0].version >= 17
+    inp = m.graph.input[0].type.tensor_type
+    assert inp.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_param or d.dim_value for d in inp.shape.dim] == ["batch", 32, 32, 3]
+    bare = onnx.load(str(exported / "model.bare.onnx")).graph.input[0].type.tensor_type
+    assert bare.elem_type == onnx.TensorProto.FLOAT and bare.shape.dim[1].dim_value == 3
+    assert json.loads((exported / "parity.bare.json").read_text())["top1_agreement"] == 1.0
+
+
+def test_dynamic_batch_and_temperature_in_graph(exported, run_dir):
+    """The exported graph runs any batch size and applies the stored temperature."""
+    import onnxruntime as ort
+
+    from birdvision.checkpoint import load_classifier
+    from birdvision.exporting.parity import net_inputs_of
+
+    sess = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    probs = sess.run(None, {"image": x})[0]
+    assert probs.shape == (5, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    model = load_classifier(run_dir)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(net_inputs_of(x, _ck(run_dir)["preprocess"])))
+    assert np.abs(torch.softmax(logits / 1.5, -1).numpy() - probs).max() < 1e-5
+
+
+def test_variants_are_gated_and_quantized(exported):
+    for name in ("parity.int8.json", "parity.fp16.json", "parity.ort.json", "parity.int8.ort.json"):
+        rep = json.loads((exported / name).read_text())
+        assert rep["passed"] and rep["n"] == 12 and {"acc_torch", "acc_export", "max_abs_diff"} <= set(rep)
+    assert json.loads((exported / "parity.ort.json").read_text())["top1_agreement"] == 1.0
+    q = onnx.load(str(exported / "model.int8.onnx"))
+    ops = [n.op_type for n in q.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # Preprocessing and softmax stay float: no Q/DQ touches them.
+    pre = [n for n in q.graph.node if n.name.startswith(("pre_", "post_"))]
+    assert {n.op_type for n in pre} == {"Cast", "Transpose", "Mul", "Add", "Div", "Softmax"}
+    f16 = onnx.load(str(exported / "model.fp16.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in f16.graph.initializer)
+    assert read_metadata(exported / "model.int8.ort")["precision"] == "int8"
+    summary = json.loads((exported / "export.json").read_text())
+    assert summary["failures"] == [] and "int8" in summary["files"]
+
+
+def test_failed_parity_exits_1_and_leaves_no_good_file(run_dir, tmp_path, monkeypatch, capsys):
+    """A genuinely wrong export (temperature off by 3x in the graph) is caught and renamed."""
+    real = graphs.post_graph
+    monkeypatch.setattr(graphs, "post_graph", lambda t, n, ref: real(t * 3, n, ref))
+    assert main([f"ckpt={run_dir}", "format=onnx", f"output_dir={tmp_path}"]) == 1
+    assert not (tmp_path / "model.onnx").exists() and not (tmp_path / "parity.json").exists()
+    assert (tmp_path / "model.FAILED.onnx").is_file()
+    rep = json.loads((tmp_path / "parity.FAILED.json").read_text())
+    assert rep["passed"] is False and "max |dp|" in rep["failures"][0]
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: parity gate failed") and "model.FAILED.onnx" in err
+
+
+def test_thresholds_are_configurable(run_dir, tmp_path):
+    assert main([f"ckpt={run_dir}", "format=onnx", f"output_dir={tmp_path}", "parity.fp32_max_abs_diff=-1"]) == 1
+    assert (tmp_path / "model.FAILED.onnx").is_file() and (tmp_path / "model.bare.FAILED.onnx").is_file()
+
+
+def test_tensorrt_bundle_without_tensorrt(run_dir, tmp_path):
+    from birdvision.exporting.tensorrt import tensorrt_available
+
+    assert main([f"ckpt={run_dir}", "format=tensorrt", f"output_dir={tmp_path}", "parity.max_acc_drop=0.5",
+                 "calibration.batch_size=4"]) == 0
+    script = (tmp_path / "trtexec.sh").read_text()
+    assert "--onnx=model.trt.onnx --fp16" in script and "--onnx=model.trt.int8.onnx --int8" in script
+    assert "--maxShapes=input:16x3x32x32" in script
+    batches = sorted((tmp_path / "trt_calib").glob("batch_*.npy"))
+    assert len(batches) == 3 and np.load(batches[0]).shape == (4, 3, 32, 32)
+    assert json.loads((tmp_path / "parity.trt.json").read_text())["top1_agreement"] == 1.0
+    if not tensorrt_available():
+        notes = json.loads((tmp_path / "export.json").read_text())["notes"]
+        assert any("TensorRT is not available" in n for n in notes)
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_build(run_dir, tmp_path):
+    from birdvision.exporting.tensorrt import tensorrt_available
+
+    if not tensorrt_available():
+        pytest.skip("needs the tensorrt package and a CUDA device")
+    assert main([f"ckpt={run_dir}", "format=tensorrt", f"output_dir={tmp_path}", "parity.max_acc_drop=0.5"]) == 0
+    assert (tmp_path / "model.fp16.engine").stat().st_size > 0
+    assert (tmp_path / "model.int8.engine").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ckpt=/nonexistent/x.ckpt"], "does not exist"),
+        (["format=onnx"], "ckpt=PATH is required"),
+        (["format=tflite"], "valid formats: onnx, int8, fp16, ort, tensorrt, all"),
+        (["parity.data=EMPTY"], "parity set is empty"),
+        (["format=int8", "calibration.data=EMPTY"], "calibration set is empty"),
+        (["calibration.method=magic", "format=int8"], "unknown calibration.method"),
+        (["parity.nn=3"], "Did you mean 'parity.n'"),
+    ],
+)
+def test_user_errors_exit_2(run_dir, tmp_path, capsys, args, message):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [a.replace("EMPTY", str(empty)) for a in args]
+    if not any(a.startswith("ckpt=") for a in args) and "ckpt=PATH" not in message:
+        args.append(f"ckpt={run_dir}")
+    assert main([*args, f"output_dir={tmp_path / 'out'}"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # the resolved config is printed first
+    assert last.startswith("error:") and message in last
+
+
+def test_foreign_checkpoints(tmp_path, capsys):
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "epoch": 3}, foreign)
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    for path, message in ((foreign, "is not a birdvision checkpoint"), (text, "is not a readable PyTorch checkpoint")):
+        assert main([f"ckpt={path}", f"output_dir={tmp_path / 'out'}"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_audio_graph_matches_torch(tmp_path):
+    """Spectrogram models: raw waveform in, the MelFrontend inside the graph, same probabilities as PyTorch."""
+    import onnxruntime as ort
+
+    from birdvision.data.mel import MelFrontend
+    from birdvision.module import BirdClassifier
+
+    mel = MelFrontend(sample_rate=8000, n_fft=256, hop_length=128, n_mels=32, f_min_hz=50, f_max_hz=4000).spec()
+    spec = {"kind": "audio", "sample_rate": 8000, "clip_seconds": 1.0, "stereo": "mix", "highpass_hz": None,
+            "mel": mel, "in_chans": 1}
+    model = BirdClassifier("test_tiny", ["a", "b", "c"], in_chans=1, preprocess=spec, temperature=2.0).eval()
+    shape = graphs.net_input_shape(spec, 1)
+    assert shape == (1, 32, 63)
+    net = graphs.export_net(model.net, shape, 17)
+    full = graphs.compose(graphs.audio_pre_graph(spec, net, 17), net, graphs.post_graph(2.0, 3, net))
+    path = graphs.save_model(full, tmp_path / "m.onnx")
+    wave = np.random.default_rng(0).standard_normal((3, 8000)).astype(np.float32) * 0.1
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"waveform": wave})[0]
+    fe = graphs.mel_frontend(spec)
+    with torch.no_grad():
+        want = model.predict_proba(fe(torch.from_numpy(wave))).numpy()
+    assert np.abs(got - want).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_int8_and_fp16_files_are_smaller(tmp_path, demo_photos):
+    """On a real backbone the INT8 file is about a quarter, FP16 about half the FP32 size."""
+    run = make_run(tmp_path / "run", demo_photos, backbone="resnet18", size=32, head_scale=1.0)
+    out = tmp_path / "out"
+    assert main([f"ckpt={run}", "format=int8,fp16", f"output_dir={out}", "parity.max_acc_drop=1.0"]) == 0
+    fp32 = (out / "model.onnx").stat().st_size
+    assert (out / "model.int8.onnx").stat().st_size < 0.3 * fp32
+    assert (out / "model.fp16.onnx").stat().st_size < 0.55 * fp32
+
+
+@pytest.mark.slow
+def test_calls_model_end_to_end(tmp_path):
+    """A spectrogram run: fit, export (waveform in, mel inside), INT8, and the same answer from both engines."""
+    from birdvision.data.demo_calls import make_demo_calls
+    from birdvision.fit import main as fit
+    from birdvision.inference import load
+
+    root = make_demo_calls(tmp_path / "calls", n_species=3, recordings_per_species=5, seconds=4)
+    assert fit(["recipe=demo_calls", f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "model.backbone=test_tiny",
+                "trainer.max_epochs=1", "data.num_workers=0", "data.batch_size=8"]) == 0
+    (run,) = list((tmp_path / "runs" / "demo_calls").iterdir())
+    out = tmp_path / "export"
+    assert main([f"ckpt={run}", "format=int8", f"output_dir={out}", "parity.max_acc_drop=0.5"]) == 0
+    rep = json.loads((out / "parity.json").read_text())
+    assert rep["input_kind"] == "waveform" and rep["top1_agreement"] == 1.0 and rep["max_abs_diff"] <= 1e-4
+    assert json.loads((out / "parity.int8.json").read_text())["passed"]
+    a, b = load(run), load(out / "model.onnx")
+    assert b.is_audio and a.input_shape == b.input_shape == (64000,)
+    w = (np.random.default_rng(0).standard_normal((2, 64000)) * 0.05).astype(np.float32)
+    assert np.abs(a.predict_batch(w) - b.predict_batch(w)).max() < 1e-4
