@@ -182,6 +182,7 @@ class FitConfig:
     resume: Optional[str] = None  # latest | PATH to a run folder or checkpoint
     seed: int = 42
     test_after_fit: bool = True
+    evaluate_after_fit: bool = True  # reports, calibration and the run's report.html on the best checkpoint
     data: DataConfig = field(default_factory=DataConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

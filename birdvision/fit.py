@@ -25,6 +25,7 @@ from birdvision.data.manifest import manifest_digest, write_manifest
 from birdvision.data.pipeline import Pipeline, build_pipeline
 from birdvision.data.sources import DataSourceError
 from birdvision.data.splits import LeakageError
+from birdvision.evaluate import EvaluationError
 from birdvision.finetune import StagedFinetuning
 from birdvision.models import WeightsUnavailableError
 from birdvision.module import BirdClassifier
@@ -32,7 +33,7 @@ from birdvision.runs import CHECKPOINTS, AtomicCheckpointIO, RunError, new_run_d
 
 log = logging.getLogger("birdvision.fit")
 
-USER_ERRORS = (ConfigError, DataSourceError, LeakageError, WeightsUnavailableError, RunError)
+USER_ERRORS = (ConfigError, DataSourceError, LeakageError, WeightsUnavailableError, RunError, EvaluationError)
 
 
 def choose_precision(requested: str | None) -> str:
@@ -198,7 +199,21 @@ def run(cfg: DictConfig) -> dict:
     if cfg.test_after_fit and Path(best_path).is_file():
         results = trainer.test(module, datamodule=dm, ckpt_path=best_path, verbose=False)
         summary.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+    if cfg.evaluate_after_fit and Path(best_path).is_file():
+        # Per-class tables, plots and a temperature fitted on valid (stored in best.ckpt, so
+        # predict and exports use it). Runs after trainer.test because it rewrites best.ckpt.
+        from birdvision.evaluate import evaluate_checkpoint
+
+        split = "test" if counts["test"] else "valid"
+        ev = evaluate_checkpoint(
+            best_path, split, run_dir / ("eval" if split == "test" else "eval-valid"),
+            batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, num_workers=cfg.data.num_workers,
+        )
+        summary.update({"eval/top1": ev["top1"], "eval/ece_calibrated": ev["ece_calibrated"], "temperature": ev["temperature"]})
     write_json(run_dir / "summary.json", summary)
+    from birdvision.reports.html import write_run_report
+
+    summary["report"] = str(write_run_report(run_dir))
     console.print_json(json.dumps({k: summary[k] for k in summary if "/" in k or k in ("epochs_completed", "best_checkpoint")}))
     return summary
 

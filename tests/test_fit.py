@@ -39,6 +39,9 @@ def test_fit_writes_run_folder(run: Path):
     assert 0.0 <= s["test/acc"] <= 1.0 and "val/acc_best" in s
     assert Path(s["best_checkpoint"]).is_file()
     assert json.loads((run / "classes.json").read_text()) == sorted(json.loads((run / "classes.json").read_text()))
+    assert len(list((run / "eval").glob("*.png"))) >= 3 and (run / "eval" / "per_class.csv").is_file()
+    assert (run / "report.html").is_file() and s["temperature"] > 0
+    assert checkpoint_meta(run / "checkpoints" / "best.ckpt")["temperature"] == pytest.approx(s["temperature"])
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert "train/loss" in header and "val/acc" in header
 

@@ -47,7 +47,7 @@ def test_filterbank_matches_librosa():
         np.testing.assert_allclose(ours, ref, atol=1e-7)
 
 
-@pytest.mark.parametrize("stft", ["fft", "conv"])
+@pytest.mark.parametrize("stft", ["fft", "factored", "conv"])
 @pytest.mark.parametrize("ref", ["max", "fixed"])
 def test_log_mel_matches_librosa_on_chirp(stft, ref):
     x = chirp()
@@ -98,6 +98,24 @@ def test_fft_and_conv_paths_agree():
     torch.testing.assert_close(MelFrontend(stft="fft")(x), MelFrontend(stft="conv")(x), atol=2e-4, rtol=0)
 
 
+@pytest.mark.parametrize("kw", [{}, {"n_fft": 512, "hop_length": 256, "n_mels": 32},
+                                {"n_fft": 1024, "hop_length": 256, "f_min_hz": 1000.0, "f_max_hz": 8000.0},
+                                {"n_fft": 2048, "hop_length": 1024, "n_mels": 64}])
+def test_factored_dft_matches_fft(kw):
+    x = torch.from_numpy(np.stack([chirp(1.3), chirp(1.3, 3) * 0.01, np.zeros(41600, np.float32)]))
+    fft, fac = MelFrontend(stft="fft", **kw), MelFrontend(stft="factored", **kw)
+    assert fac.fact_p * fac.fact_q == fac.n_fft
+    torch.testing.assert_close(fac.log_mel(x), fft.log_mel(x), atol=1e-2, rtol=0)  # dB: float32 rounding deep down
+    torch.testing.assert_close(fac(x), fft(x), atol=1e-3, rtol=0)
+
+
+def test_factored_needs_whole_hops_and_auto_falls_back_to_conv():
+    with pytest.raises(ValueError, match="multiple of hop_length"):
+        MelFrontend(n_fft=1024, hop_length=320, stft="factored")
+    fe = MelFrontend(n_fft=1024, hop_length=320)
+    assert fe._path() == "fft"
+
+
 def test_spec_round_trip_and_small_state_dict():
     fe = MelFrontend(n_mels=64, f_min_hz=150.0, top_db=70.0, ref="fixed", in_chans=3)
     spec = fe.spec()
@@ -131,10 +149,11 @@ def test_spec_augment_masks_in_training_only():
 
 
 @pytest.mark.filterwarnings("ignore:Constant folding")  # reflect Pad exports a step -1 Slice; harmless
-def test_onnx_export_with_frontend_matches_pytorch(tmp_path):
+@pytest.mark.parametrize("stft", ["auto", "conv"])  # auto: the factored DFT while exporting
+def test_onnx_export_with_frontend_matches_pytorch(tmp_path, stft):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    fe = MelFrontend(in_chans=3)
+    fe = MelFrontend(in_chans=3, stft=stft)
     net = nn.Sequential(
         fe,
         SpecAugment(p=1.0),

@@ -35,7 +35,7 @@ Why factored: the conv DFT costs ``n_fft`` multiply-adds per output bin and fram
 EfficientNet-B0 on the mel image, and 2/3 of an exported model's CPU time). One
 Cooley-Tukey step with ``n_fft = P x Q`` (2048 = 32 x 64) does a P-point DFT for each of
 the Q phases, a twiddle multiply, then a Q-point DFT: ``n_fft x (2P + 4 K2) `` multiply-adds
-per frame (about 0.4 M, 10x fewer), each stage one GEMM. Frames are cut by reshaping the
+per frame (about 0.4 M, 10x fewer); the twiddle is folded into the second stage's matrices. Frames are cut by reshaping the
 padded signal into ``hop``-sample chunks and concatenating ``n_fft / hop`` shifted views.
 """
 
@@ -179,23 +179,23 @@ class MelFrontend(nn.Module):
         q = n // p
         k2n = (self.bin_hi - 1) // p + 1  # k2 values needed to reach bin_hi - 1
         self.fact_p, self.fact_q, self.fact_k2 = p, q, k2n
-        pp = np.arange(p)
+        pp, qq, kk2 = np.arange(p), np.arange(q), np.arange(k2n)
         a1 = 2 * np.pi * np.outer(pp, pp) / p  # [k1, p]
         stage1 = np.concatenate([np.cos(a1), -np.sin(a1)])  # [2P, P]: rows k1 (real) then k1 (imag)
-        qq = np.arange(q)
-        tw = 2 * np.pi * np.outer(pp, qq) / n  # [k1, q]
-        a2 = 2 * np.pi * np.outer(qq, np.arange(k2n)) / q  # [q, k2]
-        c2, s2 = np.cos(a2), np.sin(a2)
-        # [re | im] of B (over q) @ stage2 -> [re | im] of X (over k2): X = (Br cos + Bi sin) + i (Bi cos - Br sin)
-        stage2 = np.block([[c2, -s2], [s2, c2]])  # [2Q, 2 K2]
-        # Power bins come out as [k1, k2] (k = k1 + P k2); scatter the mel filters to that order,
-        # zero for bins no filter uses, so selecting and reordering bins is part of the mel matmul.
-        k = (pp[:, None] + p * np.arange(k2n)[None, :]).reshape(-1)  # bin of each [k1, k2] cell
+        # The twiddle W_N^(q k1) and the Q-point DFT W_Q^(q k2) combine to W_N^(q k), k = k1 + P k2:
+        # one [2Q, 2 K2] matrix per k1 takes [re | im] of stage 1 over q to [re | im] of X over k2,
+        # X = (Ar cos + Ai sin) + i (Ai cos - Ar sin), so the twiddle costs nothing at run time.
+        k = pp[:, None] + p * kk2[None, :]  # [k1, k2] -> bin
+        ang = 2 * np.pi * qq[None, :, None] * k[:, None, :] / n  # [k1, q, k2]
+        c2, s2 = np.cos(ang), np.sin(ang)
+        stage2 = np.concatenate([np.concatenate([c2, -s2], 2), np.concatenate([s2, c2], 2)], 1)  # [P, 2Q, 2K2]
+        # Power comes out as [k1, k2]; scatter the mel filters to that order (zero for bins no filter
+        # uses), so picking and reordering bins is part of the mel matmul.
+        kf = k.reshape(-1)
         fbt = np.zeros((p * k2n, fb.shape[0]))
-        inside = (k >= self.bin_lo) & (k < self.bin_hi)
-        fbt[inside] = fb[:, k[inside] - self.bin_lo].T
+        inside = (kf >= self.bin_lo) & (kf < self.bin_hi)
+        fbt[inside] = fb[:, kf[inside] - self.bin_lo].T
         for name, arr in (("fact_window", window.reshape(p, q)), ("fact_stage1", stage1),
-                          ("fact_twiddle_cos", np.cos(tw)), ("fact_twiddle_sin", -np.sin(tw)),
                           ("fact_stage2", stage2), ("fact_mel", fbt)):
             self.register_buffer(name, torch.tensor(arr, dtype=torch.float32), persistent=False)
 
@@ -282,14 +282,12 @@ class MelFrontend(nn.Module):
         fr = torch.cat([chunks[:, i : i + frames] for i in range(r)], dim=-1) if r > 1 else chunks
         fr = fr.reshape(-1, frames, self.fact_p, self.fact_q) * self.fact_window  # [B, F, P, Q]
         a = torch.matmul(self.fact_stage1, fr)  # [B, F, 2P, Q]: P-point DFTs over p, for every q
-        ar, ai = a[:, :, : self.fact_p], a[:, :, self.fact_p :]
-        c, s = self.fact_twiddle_cos, self.fact_twiddle_sin
-        b = torch.cat([ar * c - ai * s, ar * s + ai * c], dim=-1)  # twiddled, [B, F, P, 2Q] = [re | im]
-        z = torch.matmul(b, self.fact_stage2)  # [B, F, P, 2 K2]: Q-point DFTs over q
-        k2 = self.fact_k2
-        power = z[..., :k2].square() + z[..., k2:].square()  # [B, F, P, K2]
-        mel = torch.matmul(power.reshape(-1, frames, self.fact_p * k2), self.fact_mel)  # [B, F, M]
-        return mel.transpose(1, 2)
+        p, q, k2 = self.fact_p, self.fact_q, self.fact_k2
+        a = a.reshape(-1, 2, p, q).permute(2, 0, 1, 3).reshape(p, -1, 2 * q)  # [P, B*F, re|im over q]
+        z = torch.matmul(a, self.fact_stage2)  # [P, B*F, 2 K2]: twiddle + Q-point DFT per k1
+        power = z[..., :k2].square() + z[..., k2:].square()  # [P, B*F, K2]
+        power = power.permute(1, 0, 2).reshape(-1, frames, p * k2)  # [B, F, P*K2]
+        return torch.matmul(power, self.fact_mel).transpose(1, 2)  # [B, M, F]
 
     def power_spectrogram(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` -> ``|STFT|^2`` over the used bins, ``[B, bins, frames]`` (fft and conv paths)."""
