@@ -14,10 +14,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from birdvision import __version__
-from birdvision.artifacts import write_json, write_text
+from birdvision.artifacts import atomic_path, write_json, write_text
 from birdvision.config import ConfigError, FitConfig, parse_cli, save_config, to_yaml
 from birdvision.console import console, run_cli, setup_logging
 from birdvision.data.datamodule import BirdDataModule
@@ -29,11 +30,19 @@ from birdvision.evaluate import EvaluationError
 from birdvision.finetune import StagedFinetuning
 from birdvision.models import WeightsUnavailableError
 from birdvision.module import BirdClassifier
-from birdvision.runs import CHECKPOINTS, AtomicCheckpointIO, RunError, new_run_dir, resolve_resume
+from birdvision.runs import CHECKPOINTS, RunError, new_run_dir, resolve_resume
 
 log = logging.getLogger("birdvision.fit")
 
 USER_ERRORS = (ConfigError, DataSourceError, LeakageError, WeightsUnavailableError, RunError, EvaluationError)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed: a kill never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 def choose_precision(requested: str | None) -> str:

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-from lightning.fabric.utilities.types import _PATH
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-from birdvision.artifacts import atomic_path
 
 CHECKPOINTS = "checkpoints"
 
@@ -79,14 +74,3 @@ def find_checkpoint(path: str | Path) -> Path:
             return ck
         raise RunError(f"{p} has no checkpoints (expected {p / CHECKPOINTS}/*.ckpt)")
     raise RunError(f"checkpoint {p} does not exist")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file and renamed: a kill never leaves half a file."""
-
-    def save_checkpoint(self, checkpoint: dict, path: _PATH, storage_options=None) -> None:
-        import torch
-
-        path = Path(os.fspath(path))
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
