@@ -15,7 +15,7 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -53,7 +53,7 @@ class MelConfig:
     n_mels: int = 128
     f_min_hz: float = 20.0
     f_max_hz: float = 16000.0
-    top_db: Optional[float] = 80.0
+    top_db: float | None = 80.0
     ref: str = "max"  # max: dB relative to each window's peak (level-invariant) | fixed: relative to 1.0
     normalize: str = "fixed"  # fixed: (dB - norm_mean_db) / norm_std_db | none
     norm_mean_db: float = -48.0  # measured over the real recordings
@@ -92,10 +92,10 @@ class AudioConfig:
 
     sample_rate: int = 32000
     clip_seconds: float = 5.0
-    hop_seconds: Optional[float] = 2.5  # training windows' hop; null = clip_seconds (no overlap)
+    hop_seconds: float | None = 2.5  # training windows' hop; null = clip_seconds (no overlap)
     stereo: str = "mix"  # mix | split (each channel a sample of the same recording group)
-    highpass_hz: Optional[float] = None  # e.g. 1400 as in the seed study
-    min_window_dbfs: Optional[float] = None  # drop training windows quieter than this, e.g. -60
+    highpass_hz: float | None = None  # e.g. 1400 as in the seed study
+    min_window_dbfs: float | None = None  # drop training windows quieter than this, e.g. -60
     cache_mb: float = 512.0  # decoded recordings kept in memory per worker
     mel: MelConfig = field(default_factory=MelConfig)
     augment: AudioAugmentConfig = field(default_factory=AudioAugmentConfig)
@@ -106,15 +106,15 @@ class DataConfig:
     """Where the samples come from and how they are batched."""
 
     mode: str = "image"  # image | audio
-    root: Optional[str] = None  # BIRDS-525 folder, class-folder tree; None = embedded demo data
-    manifest: Optional[str] = None  # path,label,split[,group,...] CSV, e.g. from birdvision.audit
-    image_size: Optional[int] = None  # None = the backbone's own input size
+    root: str | None = None  # BIRDS-525 folder, class-folder tree; None = embedded demo data
+    manifest: str | None = None  # path,label,split[,group,...] CSV, e.g. from birdvision.audit
+    image_size: int | None = None  # None = the backbone's own input size
     batch_size: int = 32
-    eval_batch_size: Optional[int] = None
+    eval_batch_size: int | None = None
     num_workers: int = 2
     valid_fraction: float = 0.15  # used only when the data has no fixed splits
     test_fraction: float = 0.15
-    max_per_class: Optional[int] = None  # cap samples per class and split (quick experiments)
+    max_per_class: int | None = None  # cap samples per class and split (quick experiments)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -124,8 +124,8 @@ class ModelConfig:
 
     backbone: str = "efficientnet_b0"
     pretrained: bool = True
-    weights_path: Optional[str] = None  # a local state_dict file instead of the torchvision cache
-    drop_rate: Optional[float] = None  # dropout before the new head; None keeps the backbone's
+    weights_path: str | None = None  # a local state_dict file instead of the torchvision cache
+    drop_rate: float | None = None  # dropout before the new head; None keeps the backbone's
     channels_last: bool = False
 
 
@@ -156,14 +156,14 @@ class TrainerConfig:
     max_epochs: int = 12
     accelerator: str = "auto"
     devices: Any = "auto"
-    precision: Optional[str] = None  # None = bf16-mixed on GPUs that support it, else 32-true
+    precision: str | None = None  # None = bf16-mixed on GPUs that support it, else 32-true
     strategy: str = "auto"
     num_nodes: int = 1
-    limit_train_batches: Optional[float] = None
-    limit_val_batches: Optional[float] = None
+    limit_train_batches: float | None = None
+    limit_val_batches: float | None = None
     log_every_n_steps: int = 10
     deterministic: bool = False
-    gradient_clip_val: Optional[float] = None
+    gradient_clip_val: float | None = None
 
 
 @dataclass
@@ -179,7 +179,7 @@ class FitConfig:
 
     recipe: str = "effnet_b0"
     output_dir: str = "runs"
-    resume: Optional[str] = None  # latest | PATH to a run folder or checkpoint
+    resume: str | None = None  # latest | PATH to a run folder or checkpoint
     seed: int = 42
     test_after_fit: bool = True
     evaluate_after_fit: bool = True  # reports, calibration and the run's report.html on the best checkpoint

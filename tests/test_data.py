@@ -5,7 +5,14 @@ import pytest
 import torch
 from PIL import Image
 
-from birdvision.data.images import ImageDataset, ImageLoadError, ImagePreprocess, eval_transform, load_rgb, train_transform
+from birdvision.data.images import (
+    ImageDataset,
+    ImageLoadError,
+    ImagePreprocess,
+    eval_transform,
+    load_rgb,
+    train_transform,
+)
 from birdvision.data.manifest import ManifestError, Sample, manifest_digest, read_manifest, write_manifest
 from birdvision.data.sources import DataSourceError, discover, from_manifest
 from birdvision.data.splits import LeakageError, assert_no_leakage, grouped_split

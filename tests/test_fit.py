@@ -140,3 +140,20 @@ def test_foreign_checkpoint_is_refused(tmp_path: Path):
     torch.save({"state_dict": {}}, tmp_path / "x.ckpt")
     with pytest.raises(CheckpointError, match="not a birdvision checkpoint"):
         load_classifier(tmp_path / "x.ckpt")
+
+
+def test_fit_trains_from_an_audit_manifest(demo_photos: Path, tmp_path: Path):
+    import shutil
+
+    from birdvision.audit import main as audit_main
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_photos, data)
+    victim = next((data / "train").glob("*/*.jpg"))
+    victim.write_bytes(b"")  # a broken file the audit must drop
+    assert audit_main(["check=default", f"data.root={data}", f"output_dir={tmp_path / 'audit'}", "scan.workers=1"]) == 0
+    manifest = tmp_path / "audit" / "manifest.csv"
+    assert main(fit_args(data, tmp_path / "runs", f"data.manifest={manifest}", "trainer.max_epochs=1")) == 0
+    (run_dir,) = list((tmp_path / "runs" / "demo").iterdir())
+    trained_on = {r.split(",")[0] for r in (run_dir / "manifest.csv").read_text().splitlines()[1:]}
+    assert str(victim) not in trained_on and len(trained_on) == 3 * 20 - 1

@@ -71,7 +71,7 @@ def make_demo_photos(
     rng = random.Random(seed)
     rows = []
     for cid, (name, body, wing, beak) in enumerate(SPECIES[:n_species]):
-        for split, n in zip(("train", "valid", "test"), per_split):
+        for split, n in zip(("train", "valid", "test"), per_split, strict=True):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):

@@ -21,10 +21,11 @@ def grouped_split(
 ) -> list[Sample]:
     """Assign ``split`` to every sample so that groups stay whole and each class is spread.
 
-    Groups are dealt per class (a group's class is its most common label), largest
-    first, each to the split furthest below its target share; a class with a single
-    group goes to train, with two groups to train and test... only when the targets
-    ask for it. Samples are modified in place and returned.
+    Groups are dealt per class (a group's class is its most common label), largest first,
+    each to the split furthest below its target share. A class with three or more groups
+    always gets one in train, valid and test (otherwise its metrics would be undefined); a
+    class with two gets train plus the larger evaluation split; one group goes to train.
+    Samples are modified in place and returned.
     """
     if not 0 <= valid_fraction < 1 or not 0 <= test_fraction < 1 or valid_fraction + test_fraction >= 1:
         raise ValueError("valid_fraction and test_fraction must be in [0, 1) and sum below 1")
