@@ -56,7 +56,8 @@ class BenchConfig:
     engines: str = ",".join(ENGINES)
     threads: int = 2  # intra-op threads for every engine (pinned)
     batch: int = 16  # throughput batch size
-    iters: int = 30  # timed batch-1 calls (throughput uses a quarter, at least 5)
+    iters: int = 30  # timed batch-1 calls per round (throughput batches: an eighth, at least 3)
+    rounds: int = 4  # alternating rounds over the engines; each engine's best round is reported
     isolate: bool = True  # each engine in its own subprocess
     export_dir: str | None = None  # where exports live or are made; default <run>/export
     output: str | None = None  # bench.json path; default beside the exports
@@ -71,28 +72,14 @@ def _fp16_supported() -> bool:
     return any(p in ort.get_available_providers() for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
 
 
-def _best_of(fn, *, iters: int, rounds: int) -> dict[str, Any]:
-    """The round with the lowest median: on a shared machine, other processes' bursts only ever slow a round."""
-    best = None
-    for _ in range(max(1, rounds)):
-        t = measure(fn, warmup=2, iters=iters)
-        if best is None or t.median_ms < best.median_ms:
-            best = t
-    return best.as_dict() | {"rounds": rounds}
-
-
-def time_engine(engine: str, target: str, *, batch_sizes: tuple[int, ...] = (1, 16), threads: int = 2,
-                iters: int = 30, rounds: int = 3) -> dict[str, Any]:
-    """Time one engine in this process: ``{str(batch): timing dict}``.
+def _calls(engine: str, target: str, batch_sizes: tuple[int, ...], threads: int) -> dict[int, Any]:
+    """Zero-argument callables running one forward pass per batch size, model loaded once.
 
     ``target`` is the checkpoint for ``torch`` and the ONNX file for the others. Inputs are
-    random but correctly shaped and typed (speed does not depend on pixel content). Each
-    batch size is timed in ``rounds`` rounds of ``iters`` calls (a quarter, at least 5, for
-    batches > 1) and the round with the lowest median is kept.
+    random but correctly shaped and typed (speed does not depend on pixel content).
     """
     pin_threads(threads)
     rng = np.random.default_rng(0)
-    out: dict[str, Any] = {"engine": engine}
     if engine == "torch":
         import torch
 
@@ -102,53 +89,122 @@ def time_engine(engine: str, target: str, *, batch_sizes: tuple[int, ...] = (1, 
         meta = checkpoint_meta(target)
         model = load_classifier(target)
         shape = net_input_shape(dict(meta["preprocess"]), int(meta.get("in_chans", 3)))
-        for b in batch_sizes:
-            x = torch.from_numpy(rng.standard_normal((b, *shape), dtype=np.float32))
+
+        def torch_call(x: torch.Tensor):
             with torch.inference_mode():
-                out[str(b)] = _best_of(lambda x=x: model.predict_proba(x), iters=_iters(iters, b), rounds=rounds)
-        return out
+                return model.predict_proba(x)
+
+        return {b: (lambda x=torch.from_numpy(rng.standard_normal((b, *shape), dtype=np.float32)): torch_call(x))
+                for b in batch_sizes}
     from birdvision.exporting.runtime import make_session
 
     providers = None
     if engine == "ort_fp16" and _fp16_supported():
-        import onnxruntime as ort
-
-        providers = [p for p in ("CUDAExecutionProvider",) if p in ort.get_available_providers()] + [
-            "CPUExecutionProvider"]
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     sess = make_session(target, threads=threads, providers=providers)
     inp = sess.get_inputs()[0]
     dims = [d if isinstance(d, int) else 1 for d in inp.shape[1:]]
+    out = {}
     for b in batch_sizes:
         if inp.type == "tensor(uint8)":
             x = rng.integers(0, 256, (b, *dims), dtype=np.uint8)
         else:
             x = rng.standard_normal((b, *dims), dtype=np.float32)
-        out[str(b)] = _best_of(lambda x=x: sess.run(None, {inp.name: x}), iters=_iters(iters, b), rounds=rounds)
+        out[b] = lambda x=x: sess.run(None, {inp.name: x})
     return out
 
 
 def _iters(iters: int, batch: int) -> int:
-    return iters if batch == 1 else max(5, iters // 4)
+    return iters if batch == 1 else max(3, iters // 8)
 
 
-def _worker() -> None:
-    """Subprocess entry: time one engine, print its JSON on the last line."""
+def _keep_best(best: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The round with the lowest median wins: another process's burst only ever slows a round down."""
+    out = dict(best)
+    for b, t in new.items():
+        if b not in out or t["median_ms"] < out[b]["median_ms"]:
+            out[b] = t
+    return out
+
+
+def time_engine(engine: str, target: str, *, batch_sizes: tuple[int, ...] = (1, 16), threads: int = 2,
+                iters: int = 30, rounds: int = 3) -> dict[str, Any]:
+    """Time one engine in this process: ``{str(batch): timing dict}``, best of ``rounds`` rounds."""
+    calls = _calls(engine, target, batch_sizes, threads)
+    best: dict[str, Any] = {}
+    for _ in range(max(1, rounds)):
+        best = _keep_best(best, {str(b): measure(f, warmup=1, iters=_iters(iters, b)).as_dict()
+                                 for b, f in calls.items()})
+    return {"engine": engine, "rounds": rounds} | best
+
+
+def _serve() -> None:
+    """Worker process: load one engine, then time a round each time the parent writes a line."""
     args = json.loads(sys.argv[1])
-    res = time_engine(args["engine"], args["target"], batch_sizes=tuple(args["batch_sizes"]),
-                      threads=args["threads"], iters=args["iters"])
-    print(json.dumps(res))
+    calls = _calls(args["engine"], args["target"], tuple(args["batch_sizes"]), args["threads"])
+    for f in calls.values():
+        f()  # warm-up: first runs allocate and pick kernels
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        res = {str(b): measure(f, warmup=1, iters=_iters(args["iters"], b)).as_dict() for b, f in calls.items()}
+        print(json.dumps(res), flush=True)
 
 
-def time_isolated(engine: str, target: str, *, batch_sizes: tuple[int, ...], threads: int, iters: int) -> dict:
-    """:func:`time_engine` in a fresh interpreter, so no other engine's thread pool is alive."""
-    payload = json.dumps({"engine": engine, "target": str(target), "batch_sizes": list(batch_sizes),
-                          "threads": threads, "iters": iters})
+def time_interleaved(targets: dict[str, str], *, batch_sizes: tuple[int, ...], threads: int, iters: int,
+                     rounds: int = 4) -> dict[str, dict[str, Any]]:
+    """Time several engines, each in its own process, in alternating rounds; keep each one's best round.
+
+    Separate processes: no other engine's thread pool is alive in the timed process (on 2
+    cores PyTorch's and ONNX Runtime's pools otherwise take each other's cores). Alternating
+    rounds: every engine samples the same background load, so on a shared machine the
+    ratios stay fair even when absolute numbers drift. Idle workers block on a pipe.
+    """
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, "-c", "from birdvision.bench import _worker; _worker()", payload],
-                          capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"timing {engine} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for name, target in targets.items():  # started one at a time: loading is CPU work too
+            payload = json.dumps({"engine": name, "target": str(target), "batch_sizes": list(batch_sizes),
+                                  "threads": threads, "iters": iters})
+            p = subprocess.Popen([sys.executable, "-c", "from birdvision.bench import _serve; _serve()", payload],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=env)
+            procs[name] = p
+            _read_line(p, name, lambda line: line == "ready")
+        best: dict[str, dict[str, Any]] = {n: {} for n in targets}
+        for _ in range(max(1, rounds)):
+            for name, p in procs.items():
+                p.stdin.write("round\n")
+                p.stdin.flush()
+                line = _read_line(p, name, lambda line: line.startswith("{"))
+                best[name] = _keep_best(best[name], json.loads(line))
+        return {n: {"engine": n, "rounds": rounds} | t for n, t in best.items()}
+    finally:
+        for p in procs.values():
+            try:
+                p.stdin.close()
+                p.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                p.kill()
+
+
+def _read_line(p: subprocess.Popen, name: str, wanted) -> str:
+    """The worker's next protocol line (libraries may print other lines first); a dead worker is an error."""
+    while True:
+        line = p.stdout.readline()
+        if not line:
+            tail = p.stderr.read().strip().splitlines()[-3:]
+            raise RuntimeError(f"timing {name} failed: {' | '.join(tail)}")
+        if wanted(line.strip()):
+            return line.strip()
+
+
+def time_isolated(engine: str, target: str, *, batch_sizes: tuple[int, ...], threads: int, iters: int,
+                  rounds: int = 3) -> dict:
+    """One engine in a fresh interpreter (see :func:`time_interleaved`)."""
+    return time_interleaved({engine: target}, batch_sizes=batch_sizes, threads=threads, iters=iters,
+                            rounds=rounds)[engine]
 
 
 # ----------------------------------------------------------------------------- one checkpoint
@@ -174,7 +230,7 @@ def _export_for(ckpt: Path, export_dir: Path, engines: list[str]) -> None:
 
 def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[str] = ENGINES,
                          export_dir: str | Path | None = None, threads: int = 2, batch: int = 16, iters: int = 30,
-                         isolate: bool = True) -> dict[str, Any]:
+                         isolate: bool = True, rounds: int = 4) -> dict[str, Any]:
     """Export (or reuse the export of) a checkpoint and time it on each engine.
 
     Returns ``{"checkpoint", "backbone", "recipe", "classes", "threads", "device", "engines": {name: row},
@@ -195,6 +251,7 @@ def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[st
     _export_for(ck, out_dir, list(engines))
     sizes = (1, batch)
     rows: dict[str, dict[str, Any]] = {}
+    targets: dict[str, str] = {}
     for e in engines:
         target = str(ck) if e == "torch" else str(out_dir / ENGINE_FILES[e])
         row: dict[str, Any] = {"file": Path(target).name}
@@ -208,13 +265,18 @@ def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[st
         if e == "ort_fp16" and not _fp16_supported():
             rows[e] = row | {"skipped": "no FP16 provider (CPU)"}
             continue
-        t = (time_isolated if isolate else _time_local)(e, target, batch_sizes=sizes, threads=threads, iters=iters)
-        row |= {"median_ms": t["1"]["median_ms"], "p90_ms": t["1"]["p90_ms"],
-                "throughput_ips": batch * 1000.0 / t[str(batch)]["median_ms"], "batch": batch}
         if e in ENGINE_PARITY and (out_dir / ENGINE_PARITY[e]).is_file():
             rep = json.loads((out_dir / ENGINE_PARITY[e]).read_text())
             row |= {"acc": rep.get("acc_export"), "acc_torch": rep.get("acc_torch"), "parity_n": rep.get("n")}
-        rows[e] = row
+        rows[e], targets[e] = row, target
+    if isolate:
+        timed = time_interleaved(targets, batch_sizes=sizes, threads=threads, iters=iters, rounds=rounds)
+    else:
+        timed = {e: time_engine(e, t, batch_sizes=sizes, threads=threads, iters=iters, rounds=rounds)
+                 for e, t in targets.items()}
+    for e, t in timed.items():
+        rows[e] |= {"median_ms": t["1"]["median_ms"], "p90_ms": t["1"]["p90_ms"],
+                    "throughput_ips": batch * 1000.0 / t[str(batch)]["median_ms"], "batch": batch}
     base = rows.get("torch", {}).get("median_ms")
     for r in rows.values():
         if base and r.get("median_ms"):
@@ -229,10 +291,6 @@ def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[st
             "classes": len(meta["classes"]), "input": meta["preprocess"].get("size"), "threads": threads,
             "device": device_name(), "load_avg_1min": _load(), "export_dir": str(out_dir), "engines": rows,
             "ratios": ratios}
-
-
-def _time_local(engine: str, target: str, *, batch_sizes: tuple[int, ...], threads: int, iters: int) -> dict:
-    return time_engine(engine, target, batch_sizes=batch_sizes, threads=threads, iters=iters)
 
 
 def _param_bytes(ck: Path) -> int:
@@ -270,8 +328,8 @@ def benchmark_export(path: str | Path, *, threads: int = 2, batch: int = 16, ite
     p = Path(path)
     if not p.is_file():
         raise RunError(f"{p} does not exist")
-    t = (time_isolated if isolate else _time_local)("ort_file", str(p), batch_sizes=(1, batch), threads=threads,
-                                                    iters=iters)
+    timer = time_isolated if isolate else time_engine
+    t = timer("ort_file", str(p), batch_sizes=(1, batch), threads=threads, iters=iters)
     row = {"file": p.name, "mb": round(p.stat().st_size / 1e6, 2), "median_ms": t["1"]["median_ms"],
            "p90_ms": t["1"]["p90_ms"], "throughput_ips": batch * 1000.0 / t[str(batch)]["median_ms"], "batch": batch}
     return {"model": str(p), "threads": threads, "device": device_name(), "engines": {"onnxruntime": row}, "ratios": {}}
@@ -300,7 +358,7 @@ def engine_table(result: dict[str, Any]):
     return t
 
 
-def compare_runs(targets: list[str], *, threads: int = 2, iters: int = 30, isolate: bool = True,
+def compare_runs(targets: list[str], *, threads: int = 2, iters: int = 30, isolate: bool = True, rounds: int = 4,
                  engines: tuple[str, ...] = ("torch", "ort_fp32", "ort_int8")) -> dict[str, Any]:
     """The study table: per run, model, accuracy, weights MB and ms per image, all on this device."""
     from birdvision.checkpoint import checkpoint_meta
@@ -310,7 +368,7 @@ def compare_runs(targets: list[str], *, threads: int = 2, iters: int = 30, isola
     rows = []
     for target in targets:
         ck = find_checkpoint(target)
-        res = benchmark_checkpoint(ck, engines=engines, threads=threads, iters=iters, isolate=isolate)
+        res = benchmark_checkpoint(ck, engines=engines, threads=threads, iters=iters, isolate=isolate, rounds=rounds)
         summary = run_dir_of(ck) / "summary.json"
         acc = None
         if summary.is_file():
@@ -354,6 +412,7 @@ def run(cfg: Any) -> int:
     engines = tuple(e.strip() for e in str(cfg.engines).split(",") if e.strip())
     if cfg.compare:
         result = compare_runs(list(cfg.compare), threads=cfg.threads, iters=cfg.iters, isolate=cfg.isolate,
+                              rounds=cfg.rounds,
                               engines=tuple(e for e in engines if e in ("torch", "ort_fp32", "ort_int8")))
         console.print(compare_table(result))
         out = Path(cfg.output) if cfg.output else Path("bench.json")
@@ -364,7 +423,7 @@ def run(cfg: Any) -> int:
             out = Path(cfg.output) if cfg.output else Path(cfg.model).parent / "bench.json"
         else:
             result = benchmark_checkpoint(cfg.model, engines=engines, export_dir=cfg.export_dir, threads=cfg.threads,
-                                          batch=cfg.batch, iters=cfg.iters, isolate=cfg.isolate)
+                                          batch=cfg.batch, iters=cfg.iters, isolate=cfg.isolate, rounds=cfg.rounds)
             out = Path(cfg.output) if cfg.output else Path(result["export_dir"]) / "bench.json"
         console.print(engine_table(result))
         for k, v in result["ratios"].items():
