@@ -7,14 +7,13 @@ on disk that ``birds.csv`` does not list, so nothing leaves the data set unrepor
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from birdvision.checks.policy import AuditError
+from birdvision.data.sources import SPLIT_NAMES, DataSourceError, read_birds_csv
 
-SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -119,33 +118,22 @@ def _walk_split(inv: Inventory, folder: Path, split: str, listed: set[str] | Non
 def _read_birds_csv(inv: Inventory, csv_path: Path) -> set[str]:
     listed: set[str] = set()
     try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            cols = {c.strip().lower(): c for c in reader.fieldnames or []}
-            need = ("filepaths", "labels", "data set")
-            if any(c not in cols for c in need):
-                raise AuditError(f"{csv_path}: expected columns {', '.join(need)}; found {', '.join(cols)}")
-            for lineno, row in enumerate(reader, start=2):
-                rel = (row[cols["filepaths"]] or "").strip().replace("\\", "/")
-                label = (row[cols["labels"]] or "").strip()
-                raw_split = (row[cols["data set"]] or "").strip()
-                split = SPLIT_NAMES.get(raw_split.lower())
-                if not rel or not label or split is None:
-                    raise AuditError(
-                        f"{csv_path}:{lineno}: need filepaths, labels and a data set of train/valid/test, "
-                        f"got {rel!r}, {label!r}, {raw_split!r}"
-                    )
-                listed.add(rel)
-                p = inv.root / rel
-                if not p.is_file():
-                    inv.issues.append(
-                        LayoutIssue(str(p), "missing_file", label, split, "listed in birds.csv")
-                    )
-                    continue
-                inv.candidates.append(Candidate(str(p), rel, label, split))
-                inv.folders.add((p.parent.name, split))
-    except (OSError, UnicodeDecodeError) as e:
-        raise AuditError(f"cannot read {csv_path}: {e}") from None
+        rows = read_birds_csv(csv_path)
+    except DataSourceError as e:
+        raise AuditError(str(e)) from None
+    for row in rows:
+        if not row.rel or not row.label or row.split is None:
+            raise AuditError(
+                f"{csv_path}:{row.lineno}: need filepaths, labels and a data set of train/valid/test, "
+                f"got {row.rel!r}, {row.label!r}, {row.raw_split!r}"
+            )
+        listed.add(row.rel)
+        p = inv.root / row.rel
+        if not p.is_file():
+            inv.issues.append(LayoutIssue(str(p), "missing_file", row.label, row.split, "listed in birds.csv"))
+            continue
+        inv.candidates.append(Candidate(str(p), row.rel, row.label, row.split))
+        inv.folders.add((p.parent.name, row.split))
     return listed
 
 

@@ -31,29 +31,53 @@ class Discovery:
     origin: str = ""
 
 
+SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
+
+
 def _split_name(name: str) -> str | None:
-    n = name.lower()
-    return {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}.get(n)
+    return SPLIT_NAMES.get(name.lower())
+
+
+@dataclass
+class BirdsCsvRow:
+    """One row of BIRDS-525's ``birds.csv`` (``split`` is None when its data set is unknown)."""
+
+    lineno: int
+    rel: str
+    label: str
+    raw_split: str
+    split: str | None
+
+
+def read_birds_csv(csv_path: Path) -> list[BirdsCsvRow]:
+    """The rows of a ``birds.csv`` (``class id, filepaths, labels, data set, scientific name``)."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            cols = {c.strip().lower(): c for c in reader.fieldnames or []}
+            need = ("filepaths", "labels", "data set")
+            if any(c not in cols for c in need):
+                raise DataSourceError(f"{csv_path}: expected columns {need}, found {list(cols)}")
+            rows = []
+            for lineno, row in enumerate(reader, start=2):
+                rel = (row[cols["filepaths"]] or "").strip().replace("\\", "/")
+                raw = (row[cols["data set"]] or "").strip()
+                rows.append(BirdsCsvRow(lineno, rel, (row[cols["labels"]] or "").strip(), raw, _split_name(raw)))
+            return rows
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataSourceError(f"cannot read {csv_path}: {e}") from None
 
 
 def _from_birds_csv(root: Path, csv_path: Path) -> Discovery:
     samples, skipped = [], []
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        cols = {c.strip().lower(): c for c in reader.fieldnames or []}
-        need = ("filepaths", "labels", "data set")
-        if any(c not in cols for c in need):
-            raise DataSourceError(f"{csv_path}: expected columns {need}, found {list(cols)}")
-        for row in reader:
-            rel = row[cols["filepaths"]].strip()
-            split = _split_name(row[cols["data set"]].strip())
-            p = root / rel
-            if split is None:
-                skipped.append((str(p), f"unknown split {row[cols['data set']]!r} in birds.csv"))
-            elif not p.is_file():
-                skipped.append((str(p), "listed in birds.csv but missing on disk"))
-            else:
-                samples.append(Sample(str(p), row[cols["labels"]].strip(), split, group=str(p)))
+    for row in read_birds_csv(csv_path):
+        p = root / row.rel
+        if row.split is None:
+            skipped.append((str(p), f"unknown split {row.raw_split!r} in birds.csv"))
+        elif not p.is_file():
+            skipped.append((str(p), "listed in birds.csv but missing on disk"))
+        else:
+            samples.append(Sample(str(p), row.label, row.split, group=str(p)))
     listed = {s.path for s in samples} | {p for p, _ in skipped}
     for split in SPLITS:
         for p in sorted((root / split).glob("*/*")) if (root / split).is_dir() else []:
