@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from birdvision.data.audio import discover_recordings
 from birdvision.data.audio_augment import AudioAugmentConfig, WaveAugment
@@ -112,8 +111,3 @@ def audio_eval_dataset(samples: list[Sample], classes: list[str], preprocess: di
         samples, classes, sample_rate=preprocess["sample_rate"], clip_seconds=preprocess["clip_seconds"],
         stereo=preprocess.get("stereo", "mix"), highpass_hz=preprocess.get("highpass_hz"), augment=None,
     )
-
-
-def frontend_from_preprocess(preprocess: dict[str, Any]) -> nn.Module:
-    """The mel frontend an audio checkpoint was trained with."""
-    return MelFrontend.from_spec(preprocess["mel"])

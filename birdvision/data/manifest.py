@@ -13,7 +13,7 @@ import csv
 import hashlib
 import io
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from birdvision.artifacts import write_text
@@ -138,8 +138,3 @@ def manifest_digest(samples: list[Sample]) -> str:
 def class_list(samples: list[Sample]) -> list[str]:
     """The sorted list of labels of the active samples."""
     return sorted({s.label for s in samples if s.active})
-
-
-def sample_fields() -> list[str]:
-    """Field names of :class:`Sample`, for code that builds rows generically."""
-    return [f.name for f in fields(Sample)]

@@ -170,15 +170,9 @@ def create_model(
 
 def split_parameters(model: nn.Module, name: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(head parameters, backbone parameters) of a model built by :func:`create_model`."""
-    prefix = get_spec(name).classifier.rsplit(".", 1)[0] if "." in get_spec(name).classifier else get_spec(name).classifier
+    classifier = get_spec(name).classifier
+    prefix = classifier.rpartition(".")[0] or classifier  # the module holding the Linear (e.g. "classifier")
     head, body = [], []
     for n, p in model.named_parameters():
         (head if n == prefix or n.startswith(prefix + ".") else body).append(p)
     return head, body
-
-
-def head_module(model: nn.Module, name: str) -> nn.Module:
-    """The module that holds the classifier (trained from the first epoch)."""
-    spec = get_spec(name)
-    prefix = spec.classifier.rsplit(".", 1)[0] if "." in spec.classifier else spec.classifier
-    return _get(model, prefix)
