@@ -10,8 +10,10 @@ Checks (batch 1, 224 px):
 
 Without ``--effnet`` (or ``--resnet18``) an untrained 224 px checkpoint is made on the
 synthetic demo photos (speed does not depend on the weights). Every engine is timed in its
-own subprocess with pinned threads; the 1-minute load average is printed because other
-processes on a small machine distort any timing.
+own subprocess with pinned threads, the engines taking turns for ``--rounds`` rounds; each
+speed-up is the median over rounds of the ratio within a round, so a burst of load from
+another process (or another VM on the host) that hits one round does not decide it. The
+per-round ratios and the 1-minute load average are printed.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resnet18", help="resnet18 run folder or .ckpt (trained on real photos for the accuracy check)")
     ap.add_argument("--effnet", help="efficientnet_b0 run folder or .ckpt")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--iters", type=int, default=20, help="timed batch-1 calls per round")
+    ap.add_argument("--rounds", type=int, default=12, help="alternating rounds; ratios are paired by round")
     ap.add_argument("--work", type=Path, default=None, help="where exports and made checkpoints go")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
@@ -56,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     resnet = args.resnet18 or _untrained("resnet18", work / "resnet_run")
     load_before = os.getloadavg()[0]
     eff = benchmark_checkpoint(effnet, engines=("torch", "ort_fp32", "ort_bare"), export_dir=work / "effnet_export",
-                               threads=args.threads, iters=args.iters)
+                               threads=args.threads, iters=args.iters, rounds=args.rounds)
     res = benchmark_checkpoint(resnet, engines=("torch", "ort_fp32", "ort_bare", "ort_int8"),
-                               export_dir=work / "resnet_export", threads=args.threads, iters=args.iters)
+                               export_dir=work / "resnet_export", threads=args.threads, iters=args.iters,
+                               rounds=args.rounds)
     console.print(engine_table(eff))
     console.print(engine_table(res))
 
@@ -78,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         ok &= passed
         shown = "n/a" if value is None else (f"{value * 100:+.1f}%" if "overhead" in name else f"{value:.2f}")
         console.print(f"{'PASS' if passed else 'FAIL'}  {name}: {shown}")
+    for label, result, engine in (("efficientnet_b0 ort_fp32", eff, "ort_fp32"), ("resnet18 ort_int8", res, "ort_int8")):
+        rows = result["engines"]
+        pairs = zip(rows["torch"]["round_medians_ms"], rows[engine]["round_medians_ms"], strict=True)
+        per_round = sorted(t / f for t, f in pairs)
+        console.print(f"{label}: per-round speed-ups {', '.join(f'{v:.2f}' for v in per_round)} "
+                      f"(best rounds: torch {rows['torch']['best_round_ms']:.2f} ms, "
+                      f"{engine} {rows[engine]['best_round_ms']:.2f} ms)")
     acc = r["ort_int8"].get("acc_torch")
     console.print(f"resnet18 accuracy (torch) on its parity set: {'n/a' if acc is None else f'{acc * 100:.1f}%'}"
                   f" over {r['ort_int8'].get('parity_n')} samples")

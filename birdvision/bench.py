@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from birdvision.console import console, run_cli, setup_logging
 from birdvision.data.manifest import ManifestError
 from birdvision.exporting import ExportError, ParityError
 from birdvision.runs import RunError
-from birdvision.timing import measure, pin_threads
+from birdvision.timing import Timing, paired_ratio, pin_threads, sample
 
 log = logging.getLogger("birdvision.bench")
 
@@ -57,7 +58,7 @@ class BenchConfig:
     threads: int = 2  # intra-op threads for every engine (pinned)
     batch: int = 16  # throughput batch size
     iters: int = 30  # timed batch-1 calls per round (throughput batches: an eighth, at least 3)
-    rounds: int = 4  # alternating rounds over the engines; each engine's best round is reported
+    rounds: int = 4  # alternating rounds over the engines; ratios pair round i of each engine
     isolate: bool = True  # each engine in its own subprocess
     export_dir: str | None = None  # where exports live or are made; default <run>/export
     output: str | None = None  # bench.json path; default beside the exports
@@ -118,24 +119,43 @@ def _iters(iters: int, batch: int) -> int:
     return iters if batch == 1 else max(3, iters // 8)
 
 
-def _keep_best(best: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The round with the lowest median wins: another process's burst only ever slows a round down."""
-    out = dict(best)
-    for b, t in new.items():
-        if b not in out or t["median_ms"] < out[b]["median_ms"]:
-            out[b] = t
+def _one_round(calls: dict[int, Any], iters: int) -> dict[str, list[float]]:
+    """Raw per-call times (ms) of one round, per batch size."""
+    return {str(b): sample(f, warmup=1, iters=_iters(iters, b)) for b, f in calls.items()}
+
+
+def _summarise(engine: str, rounds: list[dict[str, list[float]]]) -> dict[str, Any]:
+    """Per batch size: statistics of all timed calls pooled over the rounds, plus each round's median.
+
+    The per-round medians are what :func:`birdvision.timing.paired_ratio` pairs across engines.
+    """
+    out: dict[str, Any] = {"engine": engine, "rounds": len(rounds)}
+    for b in rounds[0]:
+        pooled = [t for r in rounds for t in r[b]]
+        round_medians = [statistics.median(r[b]) for r in rounds]
+        out[b] = Timing.of(pooled).as_dict() | {"round_medians": round_medians, "best_round_ms": min(round_medians)}
     return out
+
+
+def time_inprocess(targets: dict[str, str], *, batch_sizes: tuple[int, ...] = (1, 16), threads: int = 2,
+                   iters: int = 30, rounds: int = 3) -> dict[str, dict[str, Any]]:
+    """Time several engines in this process, in alternating rounds (fast, for tests; pools may compete)."""
+    calls = {name: _calls(name, target, batch_sizes, threads) for name, target in targets.items()}
+    for cs in calls.values():
+        for f in cs.values():
+            f()
+    per: dict[str, list] = {n: [] for n in targets}
+    for _ in range(max(1, rounds)):
+        for name, cs in calls.items():
+            per[name].append(_one_round(cs, iters))
+    return {n: _summarise(n, rs) for n, rs in per.items()}
 
 
 def time_engine(engine: str, target: str, *, batch_sizes: tuple[int, ...] = (1, 16), threads: int = 2,
                 iters: int = 30, rounds: int = 3) -> dict[str, Any]:
-    """Time one engine in this process: ``{str(batch): timing dict}``, best of ``rounds`` rounds."""
-    calls = _calls(engine, target, batch_sizes, threads)
-    best: dict[str, Any] = {}
-    for _ in range(max(1, rounds)):
-        best = _keep_best(best, {str(b): measure(f, warmup=1, iters=_iters(iters, b)).as_dict()
-                                 for b, f in calls.items()})
-    return {"engine": engine, "rounds": rounds} | best
+    """Time one engine in this process: ``{str(batch): timing dict}`` over ``rounds`` rounds."""
+    return time_inprocess({engine: target}, batch_sizes=batch_sizes, threads=threads, iters=iters,
+                          rounds=rounds)[engine]
 
 
 def _serve() -> None:
@@ -148,18 +168,18 @@ def _serve() -> None:
     for line in sys.stdin:
         if not line.strip():
             break
-        res = {str(b): measure(f, warmup=1, iters=_iters(args["iters"], b)).as_dict() for b, f in calls.items()}
-        print(json.dumps(res), flush=True)
+        print(json.dumps(_one_round(calls, args["iters"])), flush=True)
 
 
 def time_interleaved(targets: dict[str, str], *, batch_sizes: tuple[int, ...], threads: int, iters: int,
                      rounds: int = 4) -> dict[str, dict[str, Any]]:
-    """Time several engines, each in its own process, in alternating rounds; keep each one's best round.
+    """Time several engines, each in its own process, in alternating rounds.
 
     Separate processes: no other engine's thread pool is alive in the timed process (on 2
     cores PyTorch's and ONNX Runtime's pools otherwise take each other's cores). Alternating
-    rounds: every engine samples the same background load, so on a shared machine the
-    ratios stay fair even when absolute numbers drift. Idle workers block on a pipe.
+    rounds: every engine samples the same background load, and round ``i`` of one engine
+    can be paired with round ``i`` of another (:func:`birdvision.timing.paired_ratio`).
+    Idle workers block on a pipe.
     """
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     procs: dict[str, subprocess.Popen] = {}
@@ -172,14 +192,13 @@ def time_interleaved(targets: dict[str, str], *, batch_sizes: tuple[int, ...], t
                                  env=env)
             procs[name] = p
             _read_line(p, name, lambda line: line == "ready")
-        best: dict[str, dict[str, Any]] = {n: {} for n in targets}
+        per: dict[str, list] = {n: [] for n in targets}
         for _ in range(max(1, rounds)):
             for name, p in procs.items():
                 p.stdin.write("round\n")
                 p.stdin.flush()
-                line = _read_line(p, name, lambda line: line.startswith("{"))
-                best[name] = _keep_best(best[name], json.loads(line))
-        return {n: {"engine": n, "rounds": rounds} | t for n, t in best.items()}
+                per[name].append(json.loads(_read_line(p, name, lambda line: line.startswith("{"))))
+        return {n: _summarise(n, rs) for n, rs in per.items()}
     finally:
         for p in procs.values():
             try:
@@ -237,6 +256,10 @@ def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[st
     "ratios": {...}}``; each row has ``file``, ``mb``, ``median_ms``/``p90_ms`` at batch 1,
     ``throughput_ips`` at ``batch``, ``speedup_vs_torch``, ``acc`` and ``acc_torch`` (from the
     export's parity reports), or ``skipped`` with the reason.
+
+    Latencies pool every timed call of every round. Ratios (``speedup_vs_torch``,
+    ``preprocess_overhead``) are paired by round (:func:`birdvision.timing.paired_ratio`):
+    engines take turns, so each ratio compares calls made seconds apart under the same load.
     """
     from birdvision.checkpoint import checkpoint_meta
     from birdvision.exporting.samples import run_dir_of
@@ -269,21 +292,21 @@ def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[st
             rep = json.loads((out_dir / ENGINE_PARITY[e]).read_text())
             row |= {"acc": rep.get("acc_export"), "acc_torch": rep.get("acc_torch"), "parity_n": rep.get("n")}
         rows[e], targets[e] = row, target
-    if isolate:
-        timed = time_interleaved(targets, batch_sizes=sizes, threads=threads, iters=iters, rounds=rounds)
-    else:
-        timed = {e: time_engine(e, t, batch_sizes=sizes, threads=threads, iters=iters, rounds=rounds)
-                 for e, t in targets.items()}
+    timer = time_interleaved if isolate else time_inprocess
+    timed = timer(targets, batch_sizes=sizes, threads=threads, iters=iters, rounds=rounds)
     for e, t in timed.items():
         rows[e] |= {"median_ms": t["1"]["median_ms"], "p90_ms": t["1"]["p90_ms"],
-                    "throughput_ips": batch * 1000.0 / t[str(batch)]["median_ms"], "batch": batch}
-    base = rows.get("torch", {}).get("median_ms")
-    for r in rows.values():
-        if base and r.get("median_ms"):
-            r["speedup_vs_torch"] = base / r["median_ms"]
+                    "best_round_ms": t["1"]["best_round_ms"], "round_medians_ms": t["1"]["round_medians"],
+                    "throughput_ips": batch * 1000.0 / t[str(batch)]["median_ms"], "batch": batch,
+                    "rounds": t["rounds"]}
+    base = timed.get("torch", {}).get("1", {}).get("round_medians")
+    for e, t in timed.items():
+        if base:
+            rows[e]["speedup_vs_torch"] = paired_ratio(base, t["1"]["round_medians"])
     ratios = {}
-    if rows.get("ort_fp32", {}).get("median_ms") and rows.get("ort_bare", {}).get("median_ms"):
-        ratios["preprocess_overhead"] = rows["ort_fp32"]["median_ms"] / rows["ort_bare"]["median_ms"] - 1.0
+    if "ort_fp32" in timed and "ort_bare" in timed:
+        ratios["preprocess_overhead"] = paired_ratio(timed["ort_fp32"]["1"]["round_medians"],
+                                                     timed["ort_bare"]["1"]["round_medians"]) - 1.0
     i8 = rows.get("ort_int8", {})
     if i8.get("acc") is not None and i8.get("acc_torch") is not None:
         ratios["int8_acc_drop_points"] = (i8["acc_torch"] - i8["acc"]) * 100
@@ -323,13 +346,13 @@ def device_name() -> str:
 
 
 def benchmark_export(path: str | Path, *, threads: int = 2, batch: int = 16, iters: int = 30,
-                     isolate: bool = True) -> dict[str, Any]:
+                     isolate: bool = True, rounds: int = 3) -> dict[str, Any]:
     """Time one exported file alone (no checkpoint at hand)."""
     p = Path(path)
     if not p.is_file():
         raise RunError(f"{p} does not exist")
     timer = time_isolated if isolate else time_engine
-    t = timer("ort_file", str(p), batch_sizes=(1, batch), threads=threads, iters=iters)
+    t = timer("ort_file", str(p), batch_sizes=(1, batch), threads=threads, iters=iters, rounds=rounds)
     row = {"file": p.name, "mb": round(p.stat().st_size / 1e6, 2), "median_ms": t["1"]["median_ms"],
            "p90_ms": t["1"]["p90_ms"], "throughput_ips": batch * 1000.0 / t[str(batch)]["median_ms"], "batch": batch}
     return {"model": str(p), "threads": threads, "device": device_name(), "engines": {"onnxruntime": row}, "ratios": {}}
@@ -345,7 +368,7 @@ def engine_table(result: dict[str, Any]):
     title = f"{result.get('backbone', result.get('model', ''))} on {result['device']}, {result['threads']} threads"
     t = Table(title=title)
     for col in ("engine", "file", "MB", "ms b=1 (median)", "p90", f"img/s b={next(iter(result['engines'].values())).get('batch', '')}",
-                "x torch", "acc"):
+                "x torch (paired)", "acc"):
         t.add_column(col, justify="right" if col not in ("engine", "file") else "left")
     for name, r in result["engines"].items():
         if "skipped" in r:
@@ -419,7 +442,7 @@ def run(cfg: Any) -> int:
     elif cfg.model:
         if Path(cfg.model).suffix in (".onnx", ".ort"):
             result = benchmark_export(cfg.model, threads=cfg.threads, batch=cfg.batch, iters=cfg.iters,
-                                      isolate=cfg.isolate)
+                                      isolate=cfg.isolate, rounds=cfg.rounds)
             out = Path(cfg.output) if cfg.output else Path(cfg.model).parent / "bench.json"
         else:
             result = benchmark_checkpoint(cfg.model, engines=engines, export_dir=cfg.export_dir, threads=cfg.threads,

@@ -17,12 +17,21 @@ class Timing:
     mean_ms: float
     iters: int
 
+    @classmethod
+    def of(cls, times_ms: list[float]) -> Timing:
+        """Statistics of raw per-call times."""
+        times = sorted(times_ms)
+        if not times:
+            raise ValueError("no timed calls")
+        p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+        return cls(statistics.median(times), p90, statistics.fmean(times), len(times))
+
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def measure(fn: Callable[[], object], *, warmup: int = 3, iters: int = 20, min_seconds: float = 0.0) -> Timing:
-    """Time ``fn()``: ``warmup`` untimed calls, then at least ``iters`` calls (and ``min_seconds``)."""
+def sample(fn: Callable[[], object], *, warmup: int = 3, iters: int = 20, min_seconds: float = 0.0) -> list[float]:
+    """Per-call times of ``fn()`` in ms: ``warmup`` untimed calls, then at least ``iters`` (and ``min_seconds``)."""
     for _ in range(warmup):
         fn()
     times: list[float] = []
@@ -31,9 +40,26 @@ def measure(fn: Callable[[], object], *, warmup: int = 3, iters: int = 20, min_s
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1000)
-    times.sort()
-    p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
-    return Timing(statistics.median(times), p90, statistics.fmean(times), len(times))
+    return times
+
+
+def measure(fn: Callable[[], object], *, warmup: int = 3, iters: int = 20, min_seconds: float = 0.0) -> Timing:
+    """Time ``fn()`` (see :func:`sample`)."""
+    return Timing.of(sample(fn, warmup=warmup, iters=iters, min_seconds=min_seconds))
+
+
+def paired_ratio(slow_rounds: list[float], fast_rounds: list[float]) -> float:
+    """Median over rounds of ``slow[i] / fast[i]``: a speed ratio that survives background load.
+
+    Round ``i`` of both engines ran back to back, so a burst of load from another process
+    slows both sides of one ratio; the median then drops the rounds where a burst hit
+    only one of them. Comparing each engine's best or overall median instead lets one
+    lucky quiet round, or one noisy engine, decide the ratio.
+    """
+    pairs = [s / f for s, f in zip(slow_rounds, fast_rounds, strict=True) if f > 0]
+    if not pairs:
+        raise ValueError("no paired rounds")
+    return statistics.median(pairs)
 
 
 def pin_threads(n: int) -> None:

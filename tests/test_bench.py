@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from birdvision.bench import benchmark_checkpoint, compare_runs, compare_table, engine_table, main, time_isolated
+from birdvision.timing import Timing, paired_ratio, sample
 from tests._bird_runs import make_run
 
 
@@ -27,6 +28,11 @@ def test_benchmark_checkpoint_rows(run_dir, tmp_path):
     assert rows["ort_fp32"]["acc"] == rows["ort_fp32"]["acc_torch"]  # from parity.json of the export
     assert "skipped" in rows["ort_fp16"] or rows["ort_fp16"]["median_ms"] > 0
     assert "preprocess_overhead" in res["ratios"] and res["threads"] == 1
+    # Every engine took part in every round, and the speed-up is the paired one, not a ratio of pooled medians.
+    assert all(len(rows[n]["round_medians_ms"]) == rows[n]["rounds"] == 4 for n in ("torch", "ort_fp32", "ort_int8"))
+    assert rows["ort_int8"]["speedup_vs_torch"] == pytest.approx(
+        paired_ratio(rows["torch"]["round_medians_ms"], rows["ort_int8"]["round_medians_ms"]))
+    assert rows["ort_fp32"]["best_round_ms"] == min(rows["ort_fp32"]["round_medians_ms"])
     assert engine_table(res).row_count == 5
     # A second call reuses the export (same checkpoint recorded in export.json).
     mtime = (tmp_path / "model.onnx").stat().st_mtime
@@ -64,3 +70,24 @@ def test_cli_errors(run_dir, capsys):
     assert "unknown engine(s) ['tflite']" in capsys.readouterr().err
     assert main([]) == 2
     assert "give model=PATH" in capsys.readouterr().err
+
+
+def test_paired_ratio_ignores_a_burst_that_hits_one_engine():
+    # Load drifts (rounds 3-4 twice as slow for both), and one burst hits only the fast engine in round 2.
+    slow = [30.0, 30.0, 60.0, 60.0, 30.0]
+    fast = [10.0, 40.0, 20.0, 20.0, 10.0]
+    assert paired_ratio(slow, fast) == pytest.approx(3.0)
+    # Comparing pooled medians would report 30 / 20 = 1.5x.
+    assert Timing.of(slow).median_ms / Timing.of(fast).median_ms == pytest.approx(1.5)
+    with pytest.raises(ValueError):
+        paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_timing_statistics_from_samples():
+    calls = []
+    times = sample(lambda: calls.append(1), warmup=2, iters=5)
+    assert len(times) == 5 and len(calls) == 7 and all(t >= 0 for t in times)
+    t = Timing.of([5.0, 1.0, 3.0, 2.0, 4.0, 100.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    assert t.median_ms == 6.0 and t.p90_ms == 10.0 and t.iters == 11
+    with pytest.raises(ValueError):
+        Timing.of([])
