@@ -182,6 +182,9 @@ def run(cfg: DictConfig) -> dict:
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # The run folder holds config.yaml and manifest.csv before the logger starts, and an
+        # interrupted run's metrics.csv has been set aside above and is merged back below.
+        warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
     fit_seconds = time.time() - t0
     if earlier_metrics is not None:
