@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from birdvision.bench import benchmark_checkpoint, compare_runs, compare_table, engine_table, main, time_isolated
+from birdvision.bench import (
+    benchmark_checkpoint,
+    compare_runs,
+    compare_table,
+    cpu_isa,
+    engine_table,
+    main,
+    time_isolated,
+)
 from birdvision.timing import Timing, paired_ratio, sample
 from tests._bird_runs import make_run
 
@@ -91,3 +99,10 @@ def test_timing_statistics_from_samples():
     assert t.median_ms == 6.0 and t.p90_ms == 10.0 and t.iters == 11
     with pytest.raises(ValueError):
         Timing.of([])
+
+
+def test_cpu_isa_names_what_decides_int8_speed():
+    assert cpu_isa({"fpu", "avx", "avx2", "fma"}) == "AVX2, no INT8 dot-product instructions"
+    assert cpu_isa({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 VNNI, AVX-512, AVX2"
+    assert cpu_isa({"fp", "asimd", "asimddp"}) == "NEON dot product, NEON"
+    assert cpu_isa({"sse4_2"}) == "no AVX2/NEON"
