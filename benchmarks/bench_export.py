@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     from birdvision.bench import benchmark_checkpoint, engine_table
+    from birdvision.timing import round_ratios
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_export_"))
     console = Console()
@@ -84,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"{'PASS' if passed else 'FAIL'}  {name}: {shown}")
     for label, result, engine in (("efficientnet_b0 ort_fp32", eff, "ort_fp32"), ("resnet18 ort_int8", res, "ort_int8")):
         rows = result["engines"]
-        pairs = zip(rows["torch"]["round_medians_ms"], rows[engine]["round_medians_ms"], strict=True)
-        per_round = sorted(t / f for t, f in pairs)
+        per_round = sorted(round_ratios(rows["torch"]["round_medians_ms"], rows[engine]["round_medians_ms"]))
         console.print(f"{label}: per-round speed-ups {', '.join(f'{v:.2f}' for v in per_round)} "
                       f"(best rounds: torch {rows['torch']['best_round_ms']:.2f} ms, "
                       f"{engine} {rows[engine]['best_round_ms']:.2f} ms)")

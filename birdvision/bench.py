@@ -299,9 +299,9 @@ def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[st
                     "best_round_ms": t["1"]["best_round_ms"], "round_medians_ms": t["1"]["round_medians"],
                     "throughput_ips": batch * 1000.0 / t[str(batch)]["median_ms"], "batch": batch,
                     "rounds": t["rounds"]}
-    base = timed.get("torch", {}).get("1", {}).get("round_medians")
-    for e, t in timed.items():
-        if base:
+    if "torch" in timed:
+        base = timed["torch"]["1"]["round_medians"]
+        for e, t in timed.items():
             rows[e]["speedup_vs_torch"] = paired_ratio(base, t["1"]["round_medians"])
     ratios = {}
     if "ort_fp32" in timed and "ort_bare" in timed:
@@ -348,16 +348,18 @@ def cpu_isa(flags: set[str]) -> str:
 
 def device_name() -> str:
     """A short description of where the numbers were measured: CPU model, logical CPUs, vector extensions."""
-    cpu, flags = platform.processor() or platform.machine(), set()
+    model: str | None = None
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu == (platform.processor() or platform.machine()):
-                cpu = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and model is None:
+                model = value
+            elif key in ("flags", "Features") and not flags:  # x86, ARM
                 flags = set(value.split())
     except OSError:
         pass
+    cpu = model or platform.processor() or platform.machine()
     isa = f", {cpu_isa(flags)}" if flags else ""
     return f"{cpu}, {os.cpu_count()} logical CPUs{isa}"
 

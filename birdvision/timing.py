@@ -48,6 +48,11 @@ def measure(fn: Callable[[], object], *, warmup: int = 3, iters: int = 20, min_s
     return Timing.of(sample(fn, warmup=warmup, iters=iters, min_seconds=min_seconds))
 
 
+def round_ratios(slow_rounds: list[float], fast_rounds: list[float]) -> list[float]:
+    """``slow[i] / fast[i]`` for each round ``i`` that both engines ran."""
+    return [s / f for s, f in zip(slow_rounds, fast_rounds, strict=True) if f > 0]
+
+
 def paired_ratio(slow_rounds: list[float], fast_rounds: list[float]) -> float:
     """Median over rounds of ``slow[i] / fast[i]``: a speed ratio that survives background load.
 
@@ -56,7 +61,7 @@ def paired_ratio(slow_rounds: list[float], fast_rounds: list[float]) -> float:
     only one of them. Comparing each engine's best or overall median instead lets one
     lucky quiet round, or one noisy engine, decide the ratio.
     """
-    pairs = [s / f for s, f in zip(slow_rounds, fast_rounds, strict=True) if f > 0]
+    pairs = round_ratios(slow_rounds, fast_rounds)
     if not pairs:
         raise ValueError("no paired rounds")
     return statistics.median(pairs)
