@@ -139,11 +139,11 @@ def _summarise(engine: str, rounds: list[dict[str, list[float]]]) -> dict[str, A
 
 def time_inprocess(targets: dict[str, str], *, batch_sizes: tuple[int, ...] = (1, 16), threads: int = 2,
                    iters: int = 30, rounds: int = 3) -> dict[str, dict[str, Any]]:
-    """Time several engines in this process, in alternating rounds (fast, for tests; pools may compete)."""
+    """Time several engines in this process, in alternating rounds (fast, for tests; pools may compete).
+
+    Each round starts with an untimed call per batch size (:func:`_one_round`), which is the warm-up.
+    """
     calls = {name: _calls(name, target, batch_sizes, threads) for name, target in targets.items()}
-    for cs in calls.values():
-        for f in cs.values():
-            f()
     per: dict[str, list] = {n: [] for n in targets}
     for _ in range(max(1, rounds)):
         for name, cs in calls.items():
