@@ -30,7 +30,7 @@ def _untrained(backbone: str, out: Path) -> Path:
     """A 224 px checkpoint of ``backbone`` from a two-batch fit on the demo photos (seconds, no download)."""
     from birdvision.fit import main as fit
 
-    args = ["recipe=demo", f"model.backbone={backbone}", "data.image_size=224", "trainer.max_epochs=1",
+    args = ["recipe=demo", f"model.backbone={backbone}", "model.pretrained=false", "data.image_size=224", "trainer.max_epochs=1",
             "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "test_after_fit=false",
             "data.num_workers=0", "data.batch_size=8", f"output_dir={out}"]
     if fit(args) != 0:

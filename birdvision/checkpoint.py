@@ -45,8 +45,7 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu"):
     p = find_checkpoint(path)
     ck = read_checkpoint(p)
     hp = dict(ck["hyper_parameters"])
-    hp["pretrained"], hp["weights_path"] = False, None
-    model = BirdClassifier(**hp)
+    model = BirdClassifier(**hp, load_weights=False)
     missing, unexpected = model.load_state_dict(ck["state_dict"], strict=False)
     bad = [k for k in missing if k.startswith("net.")] + [k for k in unexpected if k.startswith("net.")]
     if bad:

@@ -145,8 +145,10 @@ class OptimConfig:
 class FinetuneConfig:
     """Staged fine-tuning: head only first, then everything."""
 
+    mode: str = "staged"  # staged: head-only warm-up then all layers | embeddings: only a head on cached frozen embeddings
     warmup_epochs: int = 2
     backbone_lr_scale: float = 0.1  # backbone lr relative to the head after unfreezing
+    embedding_cache: str | None = None  # mode=embeddings: cache folder; None = ~/.cache/birdvision/embeddings
 
 
 @dataclass

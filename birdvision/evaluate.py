@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,8 +263,12 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     top_losses: int = 16,
     device: str = "auto",
+    logits_fn: Callable[[Dataset], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split; write tables, plots and ``metrics.json`` into ``output_dir``.
+
+    ``logits_fn(dataset) -> (logits, labels)`` replaces running the network, e.g. with a
+    head applied to cached embeddings (fit's ``finetune.mode=embeddings``).
 
     With ``calibrate`` the softmax temperature is fitted on the validation split (LBFGS on
     the NLL of its logits) and stored in the checkpoint, so ``predict`` and exports use it.
@@ -285,13 +290,17 @@ def evaluate_checkpoint(
     calib = [s for s in samples if s.split == "valid" and s.active] if calibrate else []
     check_labels(calib, classes, f"split 'valid' of {source}")
 
-    dev = _device(device)
-    model = load_classifier(ckpt_path)
     transform = batch_transform_for(preprocess)
-    run_kw = dict(batch_transform=transform, batch_size=batch_size, num_workers=num_workers, device=dev)
+    if logits_fn is None:
+        model = load_classifier(ckpt_path)
+        run_kw = dict(batch_transform=transform, batch_size=batch_size, num_workers=num_workers, device=_device(device))
+
+        def logits_fn(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+            return compute_logits(model, dataset, **run_kw)
+
     log.info("evaluating %s on %d %s samples of %s", ckpt_path, len(evaluated), split, source)
     ds = eval_dataset(evaluated, classes, preprocess)
-    logits, labels = compute_logits(model, ds, **run_kw)
+    logits, labels = logits_fn(ds)
     if len(labels) == 0:
         raise EvaluationError(f"split {split!r} of {source} yields no items to evaluate")
 
@@ -303,7 +312,7 @@ def evaluate_checkpoint(
             val_logits, val_labels = logits, labels
             cal_note = "fitted and measured on the same (valid) split: the ECE after scaling is optimistic"
         elif calib:
-            val_logits, val_labels = compute_logits(model, eval_dataset(calib, classes, preprocess), **run_kw)
+            val_logits, val_labels = logits_fn(eval_dataset(calib, classes, preprocess))
         else:
             val_logits, val_labels = np.zeros((0, len(classes))), np.zeros(0, dtype=np.int64)
         if len(val_labels):

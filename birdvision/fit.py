@@ -26,6 +26,7 @@ from birdvision.data.manifest import manifest_digest, write_manifest
 from birdvision.data.pipeline import Pipeline, build_pipeline
 from birdvision.data.sources import DataSourceError
 from birdvision.data.splits import LeakageError
+from birdvision.embeddings import HeadOnEmbeddings
 from birdvision.evaluate import EvaluationError
 from birdvision.finetune import StagedFinetuning
 from birdvision.models import WeightsUnavailableError
@@ -54,8 +55,9 @@ def choose_precision(requested: str | None) -> str:
     return "32-true"
 
 
-def build_module(cfg: DictConfig, pipe: Pipeline, digest: str) -> BirdClassifier:
-    """The LightningModule for this config and data; pretrained weights are fetched here, before training."""
+def build_module(cfg: DictConfig, pipe: Pipeline, digest: str, *, load_weights: bool = True) -> BirdClassifier:
+    """The LightningModule for this config and data; pretrained weights are read here, before training
+    (not when resuming: the checkpoint holds every weight)."""
     m, o = cfg.model, cfg.optim
     warmup, scale = cfg.finetune.warmup_epochs, cfg.finetune.backbone_lr_scale
     if not m.pretrained and not m.weights_path and (warmup or scale != 1.0):
@@ -73,7 +75,7 @@ def build_module(cfg: DictConfig, pipe: Pipeline, digest: str) -> BirdClassifier
         div_factor=o.div_factor, final_div_factor=o.final_div_factor,
         label_smoothing=o.label_smoothing, backbone_lr_scale=scale,
         warmup_epochs=warmup, channels_last=m.channels_last,
-        preprocess=pipe.preprocess, manifest_digest=digest, recipe=cfg.recipe,
+        preprocess=pipe.preprocess, manifest_digest=digest, recipe=cfg.recipe, load_weights=load_weights,
     )
 
 
@@ -145,9 +147,49 @@ def _merge_metrics(earlier: Path, current: Path) -> None:
     earlier.unlink()
 
 
+def _fit_with_trainer(cfg: DictConfig, module: BirdClassifier, pipe: Pipeline, run_dir: Path,
+                      resume_ckpt: Path | None) -> dict:
+    """Staged fine-tuning with Lightning, then the best checkpoint on test; returns summary entries."""
+    dm = BirdDataModule(
+        pipe.datasets, batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers, batch_transform=pipe.batch_transform,
+        train_batch_transform=pipe.train_batch_transform,
+    )
+    earlier_metrics = _set_aside_metrics(run_dir) if resume_ckpt else None
+    trainer, best_cb = build_trainer(cfg, run_dir)
+    if cfg.tune.lr_find and resume_ckpt is None:
+        from birdvision.tune import find_lr
+
+        module.hparams.lr = find_lr(trainer, module, dm, run_dir)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # The run folder holds config.yaml and manifest.csv before the logger starts, and an
+        # interrupted run's metrics.csv has been set aside above and is merged back below.
+        warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+    if earlier_metrics is not None:
+        _merge_metrics(earlier_metrics, run_dir / "metrics.csv")
+    best_path = best_cb.best_model_path or str(run_dir / CHECKPOINTS / "last.ckpt")
+    out: dict = {"epochs_completed": int(trainer.current_epoch), "best_checkpoint": best_path}
+    out.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))})
+    if best_cb.best_model_score is not None:
+        out["val/acc_best"] = float(best_cb.best_model_score)
+    if cfg.test_after_fit and Path(best_path).is_file():
+        results = trainer.test(module, datamodule=dm, ckpt_path=best_path, verbose=False)
+        out.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+    return out
+
+
+FINETUNE_MODES = ("staged", "embeddings")
+
+
 def run(cfg: DictConfig) -> dict:
     """Train, test the best checkpoint and write ``summary.json``; returns the summary."""
     setup_logging()
+    if cfg.finetune.mode not in FINETUNE_MODES:
+        raise ConfigError(f"finetune.mode={cfg.finetune.mode!r}: expected one of {', '.join(FINETUNE_MODES)}")
+    if cfg.finetune.mode == "embeddings" and cfg.resume:
+        raise ConfigError("finetune.mode=embeddings trains in seconds from its cache: run it again instead of resume=")
     resume_ckpt = None
     if cfg.resume:
         run_dir, resume_ckpt = resolve_resume(cfg.resume, cfg.output_dir, cfg.recipe)
@@ -167,50 +209,31 @@ def run(cfg: DictConfig) -> dict:
     counts = {s: sum(1 for x in pipe.samples if x.split == s) for s in ("train", "valid", "test")}
     log.info("%s: %d classes, samples per split %s, %d left out", pipe.origin, len(pipe.classes), counts, len(pipe.skipped))
 
-    module = build_module(cfg, pipe, digest)
-    dm = BirdDataModule(
-        pipe.datasets, batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
-        num_workers=cfg.data.num_workers, batch_transform=pipe.batch_transform,
-        train_batch_transform=pipe.train_batch_transform,
-    )
-    earlier_metrics = _set_aside_metrics(run_dir) if resume_ckpt else None
-    trainer, best_cb = build_trainer(cfg, run_dir)
-    if cfg.tune.lr_find and resume_ckpt is None:
-        from birdvision.tune import find_lr
-
-        module.hparams.lr = find_lr(trainer, module, dm, run_dir)
-    t0 = time.time()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        # The run folder holds config.yaml and manifest.csv before the logger starts, and an
-        # interrupted run's metrics.csv has been set aside above and is merged back below.
-        warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
-    fit_seconds = time.time() - t0
-    if earlier_metrics is not None:
-        _merge_metrics(earlier_metrics, run_dir / "metrics.csv")
-    best_path = best_cb.best_model_path or str(run_dir / CHECKPOINTS / "last.ckpt")
+    module = build_module(cfg, pipe, digest, load_weights=resume_ckpt is None)
     summary: dict = {
         "recipe": cfg.recipe,
         "backbone": cfg.model.backbone,
         "mode": cfg.data.mode,
+        "finetune_mode": cfg.finetune.mode,
         "run_dir": str(run_dir),
-        "epochs_completed": int(trainer.current_epoch),
         "max_epochs": int(cfg.trainer.max_epochs),
         "num_classes": len(pipe.classes),
         "samples": counts,
         "manifest_digest": digest,
-        "best_checkpoint": best_path,
-        "fit_seconds": round(fit_seconds, 1),
         "birdvision_version": __version__,
     }
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
-    summary.update(metrics)
-    if best_cb.best_model_score is not None:
-        summary["val/acc_best"] = float(best_cb.best_model_score)
-    if cfg.test_after_fit and Path(best_path).is_file():
-        results = trainer.test(module, datamodule=dm, ckpt_path=best_path, verbose=False)
-        summary.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+    t0 = time.time()
+    logits_fn = None
+    if cfg.finetune.mode == "embeddings":
+        head = HeadOnEmbeddings(module, pipe.samples, pipe.classes, pipe.preprocess, cache_dir=cfg.finetune.embedding_cache,
+                                batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, num_workers=cfg.data.num_workers)
+        summary.update(head.fit(run_dir / CHECKPOINTS))
+        summary["epochs_completed"] = 0
+        logits_fn = head.logits
+    else:
+        summary.update(_fit_with_trainer(cfg, module, pipe, run_dir, resume_ckpt))
+    summary["fit_seconds"] = round(time.time() - t0, 1)
+    best_path = summary["best_checkpoint"]
     if cfg.evaluate_after_fit and Path(best_path).is_file():
         # Per-class tables, plots and a temperature fitted on valid (stored in best.ckpt, so
         # predict and exports use it). Runs after trainer.test because it rewrites best.ckpt.
@@ -220,8 +243,10 @@ def run(cfg: DictConfig) -> dict:
         ev = evaluate_checkpoint(
             best_path, split, run_dir / ("eval" if split == "test" else "eval-valid"),
             batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, num_workers=cfg.data.num_workers,
+            logits_fn=logits_fn,
         )
-        summary.update({"eval/top1": ev["top1"], "eval/ece_calibrated": ev["ece_calibrated"], "temperature": ev["temperature"]})
+        summary.update({"eval/top1": ev["top1"], "eval/ece": ev["ece"], "eval/ece_calibrated": ev["ece_calibrated"],
+                        "temperature": ev["temperature"]})
     write_json(run_dir / "summary.json", summary)
     from birdvision.reports.html import write_run_report
 

@@ -57,12 +57,16 @@ class BirdClassifier(L.LightningModule):
         manifest_digest: str = "",
         recipe: str = "",
         temperature: float = 1.0,
+        load_weights: bool = True,
     ) -> None:
+        """``load_weights=False`` builds the network without reading pretrained weights (a checkpoint
+        is about to overwrite them); ``pretrained`` and ``weights_path`` stay as the run's record."""
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["load_weights"])
         self.classes = list(classes)
         self.net = create_model(
-            backbone, len(classes), pretrained=pretrained, weights_path=weights_path,
+            backbone, len(classes), pretrained=pretrained and load_weights,
+            weights_path=weights_path if load_weights else None,
             in_chans=in_chans, drop_rate=drop_rate,
         )
         if channels_last:
@@ -73,6 +77,16 @@ class BirdClassifier(L.LightningModule):
         self.test_metrics = _metrics(n).clone(prefix="test/")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
+        """Lightning's loader, without fetching pretrained weights: the checkpoint holds every weight.
+
+        The loaded module's hyperparameters still say whether the run started from pretrained weights.
+        """
+        kwargs.setdefault("load_weights", False)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, **kwargs)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,6 @@ def demo_photos(tmp_path_factory) -> Path:
 def fit_args(root: Path, out: Path, *extra: str) -> list[str]:
     """Arguments for a seconds-long fit with the tiny test backbone."""
     return [
-        "recipe=demo", f"data.root={root}", f"output_dir={out}", "model.backbone=test_tiny",
+        "recipe=demo", f"data.root={root}", f"output_dir={out}", "model.backbone=test_tiny", "model.pretrained=false",
         "data.image_size=32", "data.num_workers=0", "trainer.max_epochs=2", "data.batch_size=8", *extra,
     ]

@@ -157,3 +157,67 @@ def test_fit_trains_from_an_audit_manifest(demo_photos: Path, tmp_path: Path):
     (run_dir,) = list((tmp_path / "runs" / "demo").iterdir())
     trained_on = {r.split(",")[0] for r in (run_dir / "manifest.csv").read_text().splitlines()[1:]}
     assert str(victim) not in trained_on and len(trained_on) == 3 * 20 - 1
+
+
+# ----------------------------------------------------------------------------- head on cached embeddings
+
+
+def test_head_on_cached_embeddings_is_an_ordinary_checkpoint(demo_photos: Path, tmp_path: Path, tiny_weights: Path):
+    from birdvision.evaluate import evaluate_checkpoint
+
+    cache = tmp_path / "cache"
+    args = fit_args(demo_photos, tmp_path / "runs", f"model.weights_path={tiny_weights}", "finetune.mode=embeddings",
+                    f"finetune.embedding_cache={cache}")
+    assert main(args) == 0
+    first = json.loads(next((tmp_path / "runs" / "demo").glob("*/summary.json")).read_text())
+    n_items = sum(first["samples"].values())
+    assert first["embeddings/cached_before"] == 0 and first["embeddings/total"] == n_items
+    assert first["epochs_completed"] == 0 and first["head/l2"] in [t["l2"] for t in first["head/l2_tried"]]
+    # The cached-embedding logits are the network's logits: evaluating the saved checkpoint by
+    # running the whole network gives the accuracy fit computed from the cache.
+    ev = evaluate_checkpoint(first["best_checkpoint"], "test", tmp_path / "ev", calibrate=False)
+    assert ev["top1"] == pytest.approx(first["test/acc"]) == pytest.approx(first["eval/top1"])
+    assert first["train/acc"] > 0.6  # 3 classes, chance is 1/3
+
+    # a second run embeds nothing and trains the same head
+    assert main(args) == 0
+    second = json.loads(sorted((tmp_path / "runs" / "demo").glob("*/summary.json"))[-1].read_text())
+    assert second["embeddings/cached_before"] == n_items and second["run_dir"] != first["run_dir"]
+    assert second["test/acc"] == first["test/acc"] and second["head/l2"] == first["head/l2"]
+
+    # other weights are other embeddings: a fresh cache file, nothing reused
+    torch.manual_seed(1)
+    other = tmp_path / "other.pth"
+    from birdvision.models import create_model
+
+    torch.save(create_model("test_tiny", 10).state_dict(), other)
+    assert main(fit_args(demo_photos, tmp_path / "runs2", f"model.weights_path={other}", "finetune.mode=embeddings",
+                         f"finetune.embedding_cache={cache}")) == 0
+    third = json.loads(next((tmp_path / "runs2" / "demo").glob("*/summary.json")).read_text())
+    assert third["embeddings/cached_before"] == 0 and len(list(cache.glob("*.pt"))) == 2
+
+
+def test_finetune_mode_is_checked(demo_photos: Path, tmp_path: Path, capsys):
+    assert main(fit_args(demo_photos, tmp_path, "finetune.mode=linear")) == 2
+    assert "finetune.mode='linear': expected one of staged, embeddings" in capsys.readouterr().err
+
+
+def test_pretrained_checkpoints_load_without_reading_pretrained_weights(demo_photos: Path, tmp_path: Path, monkeypatch):
+    """Lightning's load_from_checkpoint, birdvision's loader and evaluate never fetch ImageNet weights."""
+    from birdvision.module import BirdClassifier
+
+    assert main(fit_args(demo_photos, tmp_path / "runs", "model.backbone=efficientnet_lite0", "model.pretrained=true",
+                         "finetune.mode=embeddings", f"finetune.embedding_cache={tmp_path / 'cache'}",
+                         "evaluate_after_fit=false")) == 0
+    ckpt = next((tmp_path / "runs").glob("demo/*/checkpoints/best.ckpt"))
+
+    def no_fetch(*a, **k):
+        raise AssertionError("pretrained weights were read while loading a checkpoint")
+
+    monkeypatch.setattr("birdvision.models.factory.pretrained_state", no_fetch)
+    lit = BirdClassifier.load_from_checkpoint(ckpt, map_location="cpu")
+    assert lit.hparams.pretrained is True  # the run's record is kept
+    ours = load_classifier(ckpt)
+    stored = torch.load(ckpt, weights_only=True)["state_dict"]
+    torch.testing.assert_close(lit.state_dict()["net.classifier.1.weight"], stored["net.classifier.1.weight"])
+    torch.testing.assert_close(ours.state_dict()["net.conv_stem.weight"], stored["net.conv_stem.weight"])

