@@ -146,8 +146,10 @@ class FinetuneConfig:
     """Staged fine-tuning: head only first, then everything."""
 
     mode: str = "staged"  # staged: head-only warm-up then all layers | embeddings: only a head on cached frozen embeddings
+    head_init: str = "random"  # staged: random | embeddings = start from a head fitted on cached embeddings (LP-FT)
     warmup_epochs: int = 2
     backbone_lr_scale: float = 0.1  # backbone lr relative to the head after unfreezing
+    freeze_bn: bool = False  # keep batch-norm statistics pretrained for the whole run (small data sets)
     embedding_cache: str | None = None  # mode=embeddings: cache folder; None = ~/.cache/birdvision/embeddings
 
 

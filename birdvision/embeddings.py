@@ -261,13 +261,13 @@ class HeadOnEmbeddings:
         chosen = [s for s in self.samples if s.split == name and s.active]
         return self.embed_dataset(eval_dataset(chosen, self.classes, self.preprocess), name) if chosen else None
 
-    def fit(self, checkpoint_dir: Path) -> dict[str, Any]:
-        """Embed, fit the head, put it into the network and write ``best.ckpt`` and ``last.ckpt``; returns metrics."""
+    def fit_head(self, splits: Sequence[str] = ("train", "valid", "test")) -> dict[str, Any]:
+        """Embed ``splits``, fit the head on train (L2 chosen on valid) and put it into the network; returns metrics."""
         warm = len(self.cache.rows)
-        data = {name: self.split(name) for name in ("train", "valid", "test")}
-        if data["train"] is None:
+        data = {name: self.split(name) for name in splits}
+        if data.get("train") is None:
             raise ValueError("no training samples to fit a head on")
-        head = choose_head(data["train"], data["valid"], len(self.classes))
+        head = choose_head(data["train"], data.get("valid"), len(self.classes))
         linear = get_module(self.module.net, get_spec(self.backbone).classifier)
         with torch.no_grad():
             linear.weight.copy_(head["weight"])
@@ -276,12 +276,17 @@ class HeadOnEmbeddings:
                                   "embeddings/cached_before": warm, "embeddings/total": len(self.cache.rows),
                                   "embeddings/cache": str(self.cache.path)}
         for name, prefix in (("train", "train"), ("valid", "val"), ("test", "test")):
-            if data[name] is not None:
+            if data.get(name) is not None:
                 x, y = data[name]
                 with torch.no_grad():
                     logits = linear(x)
                 result[f"{prefix}/acc"] = float((logits.argmax(1) == y).float().mean())
                 result[f"{prefix}/loss"] = float(F.cross_entropy(logits, y))
+        return result
+
+    def fit(self, checkpoint_dir: Path) -> dict[str, Any]:
+        """:meth:`fit_head` on all splits, then ``best.ckpt`` and ``last.ckpt`` of the whole network; returns metrics."""
+        result = self.fit_head()
         extra = {"birdvision_head_fit": {k: v for k, v in result.items() if k.startswith("head/")}}
         best = save_checkpoint(self.module, checkpoint_dir / "best.ckpt", extra)
         save_checkpoint(self.module, checkpoint_dir / "last.ckpt", extra)

@@ -15,20 +15,26 @@ log = logging.getLogger(__name__)
 class StagedFinetuning(L.Callback):
     """Freeze the backbone (weights and batch-norm statistics) during the head-only warm-up.
 
+    With ``freeze_bn`` the batch-norm statistics stay pretrained for the whole run (their
+    scale and shift still train), as Keras' EfficientNet fine-tuning guide advises for small
+    data: batches of 32 augmented photos re-estimate them badly, and the head fitted on the
+    pretrained features (``head_init=embeddings``) would see shifted inputs.
+
     The optimiser holds every parameter from the start, so unfreezing needs no new
     parameter group and a resumed run restores the same optimiser state; frozen
     parameters simply receive no gradient and AdamW skips them.
     """
 
-    def __init__(self, warmup_epochs: int) -> None:
+    def __init__(self, warmup_epochs: int, *, freeze_bn: bool = False) -> None:
         self.warmup_epochs = warmup_epochs
+        self.freeze_bn = freeze_bn
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: BirdClassifier) -> None:
         head, body = split_parameters(pl_module.net, pl_module.hparams.backbone)
         frozen = trainer.current_epoch < self.warmup_epochs
         for p in body:
             p.requires_grad_(not frozen)
-        if frozen:
+        if frozen or self.freeze_bn:
             freeze_batchnorm(pl_module.net)
             head_ids = {id(p) for p in head}
             # the head's own norm layers (if any) keep training

@@ -91,7 +91,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, enable_progress: bool = Tru
         dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", save_top_k=1,
         enable_version_counter=False,
     )
-    callbacks: list[L.Callback] = [every_epoch, best, StagedFinetuning(cfg.finetune.warmup_epochs)]
+    callbacks: list[L.Callback] = [every_epoch, best, StagedFinetuning(cfg.finetune.warmup_epochs, freeze_bn=cfg.finetune.freeze_bn)]
     callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if enable_progress:
         callbacks.append(RichProgressBar())
@@ -181,6 +181,7 @@ def _fit_with_trainer(cfg: DictConfig, module: BirdClassifier, pipe: Pipeline, r
 
 
 FINETUNE_MODES = ("staged", "embeddings")
+HEAD_INITS = ("random", "embeddings")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -188,6 +189,8 @@ def run(cfg: DictConfig) -> dict:
     setup_logging()
     if cfg.finetune.mode not in FINETUNE_MODES:
         raise ConfigError(f"finetune.mode={cfg.finetune.mode!r}: expected one of {', '.join(FINETUNE_MODES)}")
+    if cfg.finetune.head_init not in HEAD_INITS:
+        raise ConfigError(f"finetune.head_init={cfg.finetune.head_init!r}: expected one of {', '.join(HEAD_INITS)}")
     if cfg.finetune.mode == "embeddings" and cfg.resume:
         raise ConfigError("finetune.mode=embeddings trains in seconds from its cache: run it again instead of resume=")
     resume_ckpt = None
@@ -224,13 +227,24 @@ def run(cfg: DictConfig) -> dict:
     }
     t0 = time.time()
     logits_fn = None
-    if cfg.finetune.mode == "embeddings":
-        head = HeadOnEmbeddings(module, pipe.samples, pipe.classes, pipe.preprocess, cache_dir=cfg.finetune.embedding_cache,
+
+    def head_fitter() -> HeadOnEmbeddings:
+        return HeadOnEmbeddings(module, pipe.samples, pipe.classes, pipe.preprocess, cache_dir=cfg.finetune.embedding_cache,
                                 batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, num_workers=cfg.data.num_workers)
+
+    if cfg.finetune.mode == "embeddings":
+        head = head_fitter()
         summary.update(head.fit(run_dir / CHECKPOINTS))
         summary["epochs_completed"] = 0
         logits_fn = head.logits
     else:
+        if cfg.finetune.head_init == "embeddings" and resume_ckpt is None:
+            # LP-FT: the head starts where a linear probe on the frozen features ends, so
+            # fine-tuning the backbone is not driven by a random head's large early gradients.
+            probe = head_fitter().fit_head(("train", "valid"))
+            log.info("head initialised on cached embeddings: train acc %.4f, valid acc %.4f (l2 %g)",
+                     probe["train/acc"], probe.get("val/acc", float("nan")), probe["head/l2"])
+            summary.update({f"head_init/{k.replace('/', '_')}": v for k, v in probe.items() if k.endswith("/acc")})
         summary.update(_fit_with_trainer(cfg, module, pipe, run_dir, resume_ckpt))
     summary["fit_seconds"] = round(time.time() - t0, 1)
     best_path = summary["best_checkpoint"]

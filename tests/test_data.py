@@ -161,3 +161,16 @@ def test_birds_csv_bad_columns(tmp_path: Path):
         csv.writer(f).writerows([["a", "b"], ["1", "2"]])
     with pytest.raises(DataSourceError, match="expected columns"):
         discover(tmp_path)
+
+
+def test_run_manifest_from_a_relative_data_root_reads_back_from_another_folder(tmp_path, monkeypatch):
+    """fit data.root=../photos writes RUN/manifest.csv; evaluate reads it relative to RUN, not the shell's folder."""
+    from birdvision.data.manifest import Sample, read_manifest, write_manifest
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    m = write_manifest(tmp_path / "runs" / "r1" / "manifest.csv", [Sample("../photos/a.jpg", "wren", "train")])
+    (back,) = read_manifest(m)
+    assert Path(back.path).resolve() == (tmp_path / "photos" / "a.jpg").resolve() and Path(back.path).is_file()

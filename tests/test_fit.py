@@ -221,3 +221,47 @@ def test_pretrained_checkpoints_load_without_reading_pretrained_weights(demo_pho
     stored = torch.load(ckpt, weights_only=True)["state_dict"]
     torch.testing.assert_close(lit.state_dict()["net.classifier.1.weight"], stored["net.classifier.1.weight"])
     torch.testing.assert_close(ours.state_dict()["net.conv_stem.weight"], stored["net.conv_stem.weight"])
+
+
+def test_head_init_from_embeddings_starts_fine_tuning_from_a_fitted_head(demo_photos: Path, tmp_path: Path,
+                                                                        tiny_weights: Path, monkeypatch):
+    """LP-FT: the network handed to the trainer already carries the logistic-regression head."""
+    import birdvision.fit as fit_mod
+
+    seen = {}
+
+    def fake_trainer_fit(cfg, module, pipe, run_dir, resume_ckpt):
+        seen["head"] = module.net.classifier[1].weight.detach().clone()
+        seen["module"] = module
+        return {"best_checkpoint": str(run_dir / "none.ckpt"), "epochs_completed": 0}
+
+    monkeypatch.setattr(fit_mod, "_fit_with_trainer", fake_trainer_fit)
+    args = fit_args(demo_photos, tmp_path / "runs", f"model.weights_path={tiny_weights}", "finetune.head_init=embeddings",
+                    "finetune.warmup_epochs=0", f"finetune.embedding_cache={tmp_path / 'cache'}")
+    assert main(args) == 0
+    s = json.loads(next((tmp_path / "runs" / "demo").glob("*/summary.json")).read_text())
+    assert {"head_init/train_acc", "head_init/val_acc"} <= set(s)
+    assert seen["head"].std() > 0.05  # create_model's fresh head has std 0.01
+    # the head's train accuracy, recomputed through the whole network, is the one fit reported
+    from birdvision.data.manifest import read_manifest
+    from birdvision.data.pipeline import eval_dataset
+
+    run = Path(s["run_dir"])
+    train = [x for x in read_manifest(run / "manifest.csv") if x.split == "train"]
+    ds = eval_dataset(train, json.loads((run / "classes.json").read_text()), seen["module"].hparams.preprocess)
+    net = seen["module"].net.eval()
+    with torch.no_grad():
+        acc = sum(int(net(x[None]).argmax()) == y for x, y in (ds[i] for i in range(len(ds)))) / len(ds)
+    assert acc == pytest.approx(s["head_init/train_acc"])
+    assert main(fit_args(demo_photos, tmp_path, "finetune.head_init=linear")) == 2
+
+
+def test_freeze_bn_keeps_pretrained_statistics_while_weights_train(demo_photos: Path, tmp_path: Path, tiny_weights: Path):
+    args = fit_args(demo_photos, tmp_path, f"model.weights_path={tiny_weights}", "finetune.warmup_epochs=0",
+                    "finetune.freeze_bn=true", "evaluate_after_fit=false")
+    assert main(args) == 0
+    last = torch.load(next(tmp_path.glob("demo/*/checkpoints/last.ckpt")), weights_only=True)["state_dict"]
+    pretrained = torch.load(tiny_weights, weights_only=True)
+    torch.testing.assert_close(last["net.features.1.running_mean"], pretrained["features.1.running_mean"])
+    torch.testing.assert_close(last["net.features.1.running_var"], pretrained["features.1.running_var"])
+    assert not torch.equal(last["net.features.0.weight"], pretrained["features.0.weight"])  # the backbone did train

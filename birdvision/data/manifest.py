@@ -10,6 +10,7 @@ that holds the manifest.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import os
@@ -125,8 +126,13 @@ def _rows_csv(samples: list[Sample]) -> str:
 
 
 def write_manifest(path: str | os.PathLike, samples: list[Sample]) -> Path:
-    """Atomically write ``samples`` as a manifest CSV."""
-    return write_text(path, _rows_csv(samples))
+    """Atomically write ``samples`` as a manifest CSV.
+
+    Relative sample paths are relative to the working directory, but a manifest's relative
+    paths are read relative to its own folder: they are written absolute.
+    """
+    rows = [s if os.path.isabs(s.path) else dataclasses.replace(s, path=os.path.abspath(s.path)) for s in samples]
+    return write_text(path, _rows_csv(rows))
 
 
 def manifest_digest(samples: list[Sample]) -> str:
