@@ -221,3 +221,19 @@ def test_calls_model_end_to_end(tmp_path):
     assert b.is_audio and a.input_shape == b.input_shape == (64000,)
     w = (np.random.default_rng(0).standard_normal((2, 64000)) * 0.05).astype(np.float32)
     assert np.abs(a.predict_batch(w) - b.predict_batch(w)).max() < 1e-4
+
+
+def _activation_zero_point_types(path: Path) -> set[int]:
+    """ONNX element types of the zero points of every activation QuantizeLinear (weights are stored quantized)."""
+    q = onnx.load(str(path))
+    inits = {i.name: i for i in q.graph.initializer}
+    return {inits[n.input[2]].data_type for n in q.graph.node
+            if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits and n.input[0] not in inits}
+
+
+def test_int8_activations_unsigned_by_default_signed_on_request(run_dir, exported, tmp_path):
+    assert _activation_zero_point_types(exported / "model.int8.onnx") == {onnx.TensorProto.UINT8}
+    out = tmp_path / "sym"
+    assert main([f"ckpt={run_dir}", "format=int8", f"output_dir={out}", "parity.max_acc_drop=0.5",
+                 "calibration.symmetric_activations=true"]) == 0
+    assert _activation_zero_point_types(out / "model.int8.onnx") == {onnx.TensorProto.INT8}

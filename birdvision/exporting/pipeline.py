@@ -108,7 +108,8 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     if "int8" in formats:
         from birdvision.exporting.variants import quantize_int8
 
-        qnet = quantize_int8(net, calib_net, method=cfg.calibration.method, batch_size=cfg.calibration.batch_size)
+        qnet = quantize_int8(net, calib_net, method=cfg.calibration.method, batch_size=cfg.calibration.batch_size,
+                             symmetric_activations=cfg.calibration.symmetric_activations)
         save_and_gate("int8", "model.int8.onnx", graphs.compose(pre, qnet, post), "int8", full_kind)
     if "fp16" in formats:
         from birdvision.exporting.variants import convert_fp16
