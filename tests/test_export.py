@@ -231,9 +231,22 @@ def _activation_zero_point_types(path: Path) -> set[int]:
             if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits and n.input[0] not in inits}
 
 
-def test_int8_activations_unsigned_by_default_signed_on_request(run_dir, exported, tmp_path):
+def test_int8_activations_follow_the_backbone_spec_unless_asked(run_dir, exported, tmp_path, monkeypatch):
+    import dataclasses
+
+    import birdvision.exporting.pipeline as pipeline
+    from birdvision.models import get_spec
+
+    assert not get_spec("test_tiny").int8_symmetric_activations and get_spec("efficientnet_lite0").int8_symmetric_activations
     assert _activation_zero_point_types(exported / "model.int8.onnx") == {onnx.TensorProto.UINT8}
     out = tmp_path / "sym"
     assert main([f"ckpt={run_dir}", "format=int8", f"output_dir={out}", "parity.max_acc_drop=0.5",
                  "calibration.symmetric_activations=true"]) == 0
     assert _activation_zero_point_types(out / "model.int8.onnx") == {onnx.TensorProto.INT8}
+    # a backbone whose spec asks for signed activations gets them by default, and U8 when told
+    monkeypatch.setattr(pipeline, "get_spec", lambda name: dataclasses.replace(get_spec(name), int8_symmetric_activations=True))
+    assert main([f"ckpt={run_dir}", "format=int8", f"output_dir={tmp_path / 'spec'}", "parity.max_acc_drop=0.5"]) == 0
+    assert _activation_zero_point_types(tmp_path / "spec" / "model.int8.onnx") == {onnx.TensorProto.INT8}
+    assert main([f"ckpt={run_dir}", "format=int8", f"output_dir={tmp_path / 'u8'}", "parity.max_acc_drop=0.5",
+                 "calibration.symmetric_activations=false"]) == 0
+    assert _activation_zero_point_types(tmp_path / "u8" / "model.int8.onnx") == {onnx.TensorProto.UINT8}

@@ -27,9 +27,10 @@ class CalibrationConfig:
     split: str = "valid"
     method: str = "minmax"  # minmax | entropy | percentile
     batch_size: int = 8
-    # signed, zero-centred activations (S8S8): effnet_lite0 fine-tuned on the real photos drops 0.5 points
-    # with them and 1.2-2.2 with the default unsigned ones (U8S8), which x86/ARM kernels run faster
-    symmetric_activations: bool = False
+    # signed, zero-centred activations (S8S8) or unsigned ones (U8S8, the pairing x86/ARM kernels run fastest);
+    # null = the backbone's default: signed for EfficientNet-Lite (fine-tuned Lite0 on the real photos drops
+    # 0.5 points with them, 1.2-2.2 with U8S8), unsigned otherwise
+    symmetric_activations: bool | None = None
 
 
 @dataclass

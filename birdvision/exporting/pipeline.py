@@ -23,6 +23,7 @@ from birdvision.exporting.options import ExportConfig
 from birdvision.exporting.parity import Reference, Thresholds, gate, net_inputs_of, reference
 from birdvision.exporting.runtime import make_session
 from birdvision.exporting.samples import input_set, run_dir_of
+from birdvision.models import get_spec
 from birdvision.runs import find_checkpoint
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,12 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     if "int8" in formats:
         from birdvision.exporting.variants import quantize_int8
 
+        sym = cfg.calibration.symmetric_activations
+        if sym is None:
+            sym = get_spec(meta["backbone"]).int8_symmetric_activations
+        log.info("INT8: %s activations, per-channel signed weights", "signed symmetric (S8S8)" if sym else "unsigned (U8S8)")
         qnet = quantize_int8(net, calib_net, method=cfg.calibration.method, batch_size=cfg.calibration.batch_size,
-                             symmetric_activations=cfg.calibration.symmetric_activations)
+                             symmetric_activations=sym)
         save_and_gate("int8", "model.int8.onnx", graphs.compose(pre, qnet, post), "int8", full_kind)
     if "fp16" in formats:
         from birdvision.exporting.variants import convert_fp16
