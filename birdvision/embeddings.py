@@ -132,26 +132,37 @@ def embed(
     labels = torch.as_tensor(_targets(dataset), dtype=torch.long)
     todo = [i for i, k in enumerate(keys) if k not in cache.rows]
     if todo:
-        module.eval()
-        get, handle = _capture_head_input(module, backbone)
-        loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        done = 0
-        columns = (TextColumn("[bold]embedding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        try:
-            with Progress(*columns, console=console, transient=True) as bar:
-                task = bar.add_task(label, total=len(todo))
-                for x, _ in loader:
-                    if batch_transform is not None:
-                        x = batch_transform(x)
-                    module(x)
-                    for row in get().float():
-                        cache.rows[keys[todo[done]]] = row.clone()
-                        done += 1
-                    bar.advance(task, len(x))
-        finally:
-            handle.remove()
-            cache.save()  # what was computed survives an interrupt
+        # The loader draws worker seeds from the global generator: forked, so what follows (a fine-tuning
+        # run's shuffling and augmentation) is the same whether the cache was cold or warm.
+        with torch.random.fork_rng():
+            _embed_missing(module, backbone, dataset, cache, keys, todo, batch_transform=batch_transform,
+                           batch_size=batch_size, num_workers=num_workers, label=label)
     return torch.stack([cache.rows[k] for k in keys]), labels
+
+
+def _embed_missing(module: nn.Module, backbone: str, dataset: Dataset, cache: EmbeddingCache, keys: list[str],
+                   todo: list[int], *, batch_transform: nn.Module | None, batch_size: int, num_workers: int,
+                   label: str) -> None:
+    """Run the network over the items ``todo`` and store their head inputs in ``cache`` (saved even on an interrupt)."""
+    module.eval()
+    get, handle = _capture_head_input(module, backbone)
+    loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    done = 0
+    columns = (TextColumn("[bold]embedding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(label, total=len(todo))
+            for x, _ in loader:
+                if batch_transform is not None:
+                    x = batch_transform(x)
+                module(x)
+                for row in get().float():
+                    cache.rows[keys[todo[done]]] = row.clone()
+                    done += 1
+                bar.advance(task, len(x))
+    finally:
+        handle.remove()
+        cache.save()  # what was computed survives an interrupt
 
 
 def _targets(dataset: Dataset) -> list[int]:
