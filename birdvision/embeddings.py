@@ -298,6 +298,8 @@ class HeadOnEmbeddings:
     def fit(self, checkpoint_dir: Path) -> dict[str, Any]:
         """:meth:`fit_head` on all splits, then ``best.ckpt`` and ``last.ckpt`` of the whole network; returns metrics."""
         result = self.fit_head()
+        if "val/acc" in result:  # the one head there is, chosen on valid: the run's best, as compare reads it
+            result["val/acc_best"] = result["val/acc"]
         extra = {"birdvision_head_fit": {k: v for k, v in result.items() if k.startswith("head/")}}
         best = save_checkpoint(self.module, checkpoint_dir / "best.ckpt", extra)
         save_checkpoint(self.module, checkpoint_dir / "last.ckpt", extra)

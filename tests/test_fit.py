@@ -173,6 +173,7 @@ def test_head_on_cached_embeddings_is_an_ordinary_checkpoint(demo_photos: Path, 
     n_items = sum(first["samples"].values())
     assert first["embeddings/cached_before"] == 0 and first["embeddings/total"] == n_items
     assert first["epochs_completed"] == 0 and first["head/l2"] in [t["l2"] for t in first["head/l2_tried"]]
+    assert first["val/acc_best"] == first["val/acc"]
     # The cached-embedding logits are the network's logits: evaluating the saved checkpoint by
     # running the whole network gives the accuracy fit computed from the cache.
     ev = evaluate_checkpoint(first["best_checkpoint"], "test", tmp_path / "ev", calibrate=False)
