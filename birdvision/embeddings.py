@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from birdvision import __version__
 from birdvision.artifacts import atomic_path, sha256_file
 from birdvision.console import console
+from birdvision.data.pipeline import batch_transform_for, eval_dataset
 from birdvision.models.factory import get_module
 from birdvision.models.registry import get_spec
 
@@ -253,8 +254,6 @@ class HeadOnEmbeddings:
     def __init__(self, module: L.LightningModule, samples: Sequence[Any], classes: Sequence[str],
                  preprocess: dict[str, Any], *, cache_dir: str | Path | None = None, batch_size: int = 64,
                  num_workers: int = 0) -> None:
-        from birdvision.data.pipeline import batch_transform_for
-
         self.module, self.samples, self.classes, self.preprocess = module, list(samples), list(classes), preprocess
         self.backbone = module.hparams.backbone
         self.cache = EmbeddingCache(cache_dir or DEFAULT_CACHE, model_digest(module.net, self.backbone, preprocess))
@@ -267,8 +266,6 @@ class HeadOnEmbeddings:
                      batch_size=self.batch_size, num_workers=self.num_workers, label=label)
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        from birdvision.data.pipeline import eval_dataset
-
         chosen = [s for s in self.samples if s.split == name and s.active]
         return self.embed_dataset(eval_dataset(chosen, self.classes, self.preprocess), name) if chosen else None
 
