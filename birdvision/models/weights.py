@@ -13,7 +13,6 @@ Every failure is a :class:`WeightsUnavailableError` naming what to do, raised be
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import os
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 import torchvision
 
+from birdvision.artifacts import sha256_file
 from birdvision.models.registry import BackboneSpec
 
 
@@ -95,13 +95,8 @@ def package_weights_file(spec: BackboneSpec) -> Path:
         raise _unavailable(spec, f"{path} (listed by {dist_name}) is missing; reinstall the package")
     # torch hub's convention: the file name ends in the first hex digits of its sha256
     m = re.search(r"-([0-9a-f]{8,})\.pth?$", path.name)
-    if m:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        if not h.hexdigest().startswith(m.group(1)):
-            raise _unavailable(spec, f"{path} does not match the checksum in its name (damaged or replaced); reinstall {dist_name}")
+    if m and not sha256_file(path).startswith(m.group(1)):
+        raise _unavailable(spec, f"{path} does not match the checksum in its name (damaged or replaced); reinstall {dist_name}")
     return path
 
 
