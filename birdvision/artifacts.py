@@ -39,6 +39,18 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left in ``folder`` when a process was killed
+    mid-write (``.NAME.XXXXXXXX.tmp``); call it only while holding the folder (e.g. its run lock)."""
+    d = Path(folder)
+    if not d.is_dir():
+        return []
+    stale = [p for p in d.glob(".*.tmp") if p.is_file() and not p.is_symlink()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def write_text(target: str | os.PathLike, text: str) -> Path:
     """Atomically write ``text`` (UTF-8) to ``target``."""
     with atomic_path(target) as tmp:

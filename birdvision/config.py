@@ -30,6 +30,72 @@ class ConfigError(ValueError):
     """A user mistake in a recipe, a preset or a command-line override."""
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """What a schema value may be, checked after every layer is merged (``None`` always passes)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is out of bounds, or None."""
+        if value is None:
+            return None
+        if self.choices is not None:
+            return None if value in self.choices else f"expected one of {', '.join(map(str, self.choices))}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None  # non-numbers (e.g. devices="auto") are for the type checker and Lightning
+        if value != value:
+            return "expected a number, got nan"
+        for bound, ok, word in ((self.ge, value >= (self.ge or 0), ">="), (self.gt, value > (self.gt or 0), ">"),
+                                (self.le, value <= (self.le or 0), "<="), (self.lt, value < (self.lt or 0), "<")):
+            if bound is not None and not ok:
+                return f"must be {word} {_num(bound)}"
+        return None
+
+    def describe(self) -> str:
+        """The bounds as text for --help, e.g. ``0 <= x <= 1``."""
+        if self.choices is not None:
+            return "|".join(map(str, self.choices))
+        lo = f"{_num(self.ge)} <= " if self.ge is not None else f"{_num(self.gt)} < " if self.gt is not None else ""
+        hi = f" <= {_num(self.le)}" if self.le is not None else f" < {_num(self.lt)}" if self.lt is not None else ""
+        return f"{lo}x{hi}"
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def bounded(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **bounds: Any) -> Any:
+    """A schema field with :class:`Bounds` (``ge``, ``gt``, ``le``, ``lt``, ``choices``) checked on load.
+
+    For a list field the bounds apply to each element.
+    """
+    if "choices" in bounds:
+        bounds["choices"] = tuple(bounds["choices"])
+    return field(default=default, default_factory=default_factory, metadata={"bounds": Bounds(**bounds)})
+
+
+def validate(cfg: DictConfig, schema: Any, prefix: str = "") -> None:
+    """Raise :class:`ConfigError` naming the first value outside its schema bounds."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key, value = f"{prefix}{f.name}", cfg.get(f.name) if cfg is not None else None
+        if dataclasses.is_dataclass(hints[f.name]):
+            validate(value, hints[f.name], key + ".")
+            continue
+        bounds = f.metadata.get("bounds")
+        if bounds is None:
+            continue
+        for v in (list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else [value]):
+            why = bounds.problem(v)
+            if why:
+                raise ConfigError(f"{key}={value!r}: {why}")
+
+
 # ----------------------------------------------------------------------------- schema (fit)
 
 
@@ -38,27 +104,27 @@ class AugmentConfig:
     """Photo augmentations for training only; evaluation resizes and normalises only."""
 
     hflip: bool = True
-    perspective: float = 0.2  # distortion scale; 0 switches it off
-    rotation_deg: float = 15.0
-    affine_translate: float = 0.1  # fraction of the image size; 0 switches it off
-    affine_scale: float = 0.1  # +- scale change; 0 switches it off
+    perspective: float = bounded(0.2, ge=0, le=1)  # distortion scale; 0 switches it off
+    rotation_deg: float = bounded(15.0, ge=0, le=180)
+    affine_translate: float = bounded(0.1, ge=0, le=1)  # fraction of the image size; 0 switches it off
+    affine_scale: float = bounded(0.1, ge=0, lt=1)  # +- scale change; 0 switches it off
 
 
 @dataclass
 class MelConfig:
     """Mel spectrogram frontend (birdvision.data.mel.MelFrontend); stored with every checkpoint and export."""
 
-    n_fft: int = 2048
-    hop_length: int = 512
-    n_mels: int = 128
-    f_min_hz: float = 20.0
-    f_max_hz: float = 16000.0
-    top_db: float | None = 80.0
-    ref: str = "max"  # max: dB relative to each window's peak (level-invariant) | fixed: relative to 1.0
-    normalize: str = "fixed"  # fixed: (dB - norm_mean_db) / norm_std_db | none
+    n_fft: int = bounded(2048, ge=16, le=65536)
+    hop_length: int = bounded(512, ge=1, le=65536)
+    n_mels: int = bounded(128, ge=1, le=1024)
+    f_min_hz: float = bounded(20.0, ge=0)
+    f_max_hz: float = bounded(16000.0, gt=0)
+    top_db: float | None = bounded(80.0, gt=0)
+    ref: str = bounded("max", choices=("max", "fixed"))  # max: dB relative to each window's peak (level-invariant) | fixed: relative to 1.0
+    normalize: str = bounded("fixed", choices=("fixed", "none"))  # fixed: (dB - norm_mean_db) / norm_std_db | none
     norm_mean_db: float = -48.0  # measured over the real recordings
-    norm_std_db: float = 16.0
-    in_chans: int = 1  # 1: first conv adapted by summing its RGB filters; 3: mel repeated
+    norm_std_db: float = bounded(16.0, gt=0)
+    in_chans: int = bounded(1, choices=(1, 3))  # 1: first conv adapted by summing its RGB filters; 3: mel repeated
 
 
 @dataclass
@@ -66,37 +132,37 @@ class AudioAugmentConfig:
     """Training-only augmentations (birdvision.data.audio_augment); no flips or rotations."""
 
     enabled: bool = True
-    shift_p: float = 0.5
-    shift_max_seconds: float = 1.0
-    stretch_p: float = 0.0  # about 20 ms per window on CPU, so off by default
-    stretch_rate: list[float] = field(default_factory=lambda: [0.9, 1.1])
-    pitch_p: float = 0.3
-    pitch_semitones: float = 2.0
-    gain_p: float = 0.5
+    shift_p: float = bounded(0.5, ge=0, le=1)
+    shift_max_seconds: float = bounded(1.0, ge=0)
+    stretch_p: float = bounded(0.0, ge=0, le=1)  # about 20 ms per window on CPU, so off by default
+    stretch_rate: list[float] = bounded(default_factory=lambda: [0.9, 1.1], gt=0, le=4)
+    pitch_p: float = bounded(0.3, ge=0, le=1)
+    pitch_semitones: float = bounded(2.0, ge=0, le=24)
+    gain_p: float = bounded(0.5, ge=0, le=1)
     gain_db: list[float] = field(default_factory=lambda: [-6.0, 6.0])
-    mix_p: float = 0.0
+    mix_p: float = bounded(0.0, ge=0, le=1)
     mix_snr_db: list[float] = field(default_factory=lambda: [6.0, 20.0])
     background_paths: list[str] = field(default_factory=list)
-    noise_p: float = 0.5
-    noise_amplitude: list[float] = field(default_factory=lambda: [0.0, 0.015])  # the seed study's best: 0.015
-    spec_p: float = 0.5
-    time_masks: int = 2
-    time_mask_frames: int = 24
-    freq_masks: int = 2
-    freq_mask_bins: int = 12
+    noise_p: float = bounded(0.5, ge=0, le=1)
+    noise_amplitude: list[float] = bounded(default_factory=lambda: [0.0, 0.015], ge=0, le=1)  # the seed study's best: 0.015
+    spec_p: float = bounded(0.5, ge=0, le=1)
+    time_masks: int = bounded(2, ge=0)
+    time_mask_frames: int = bounded(24, ge=0)
+    freq_masks: int = bounded(2, ge=0)
+    freq_mask_bins: int = bounded(12, ge=0)
 
 
 @dataclass
 class AudioConfig:
     """Spectrogram mode: how recordings become windows."""
 
-    sample_rate: int = 32000
-    clip_seconds: float = 5.0
-    hop_seconds: float | None = 2.5  # training windows' hop; null = clip_seconds (no overlap)
-    stereo: str = "mix"  # mix | split (each channel a sample of the same recording group)
-    highpass_hz: float | None = None  # e.g. 1400 as in the seed study
-    min_window_dbfs: float | None = None  # drop training windows quieter than this, e.g. -60
-    cache_mb: float = 512.0  # decoded recordings kept in memory per worker
+    sample_rate: int = bounded(32000, ge=1000, le=768000)
+    clip_seconds: float = bounded(5.0, gt=0, le=600)
+    hop_seconds: float | None = bounded(2.5, gt=0, le=600)  # training windows' hop; null = clip_seconds (no overlap)
+    stereo: str = bounded("mix", choices=("mix", "split"))  # mix | split (each channel a sample of the same recording group)
+    highpass_hz: float | None = bounded(None, ge=0)  # e.g. 1400 as in the seed study
+    min_window_dbfs: float | None = bounded(None, le=0)  # drop training windows quieter than this, e.g. -60
+    cache_mb: float = bounded(512.0, ge=0)  # decoded recordings kept in memory per worker
     mel: MelConfig = field(default_factory=MelConfig)
     augment: AudioAugmentConfig = field(default_factory=AudioAugmentConfig)
 
@@ -105,16 +171,16 @@ class AudioConfig:
 class DataConfig:
     """Where the samples come from and how they are batched."""
 
-    mode: str = "image"  # image | audio
+    mode: str = bounded("image", choices=("image", "audio"))  # image | audio
     root: str | None = None  # BIRDS-525 folder, class-folder tree; None = embedded demo data
     manifest: str | None = None  # path,label,split[,group,...] CSV, e.g. from birdvision.audit
-    image_size: int | None = None  # None = the backbone's own input size
-    batch_size: int = 32
-    eval_batch_size: int | None = None
-    num_workers: int = 2
-    valid_fraction: float = 0.15  # used only when the data has no fixed splits
-    test_fraction: float = 0.15
-    max_per_class: int | None = None  # cap samples per class and split (quick experiments)
+    image_size: int | None = bounded(None, ge=16, le=4096)  # None = the backbone's own input size
+    batch_size: int = bounded(32, ge=1)
+    eval_batch_size: int | None = bounded(None, ge=1)
+    num_workers: int = bounded(2, ge=0, le=256)
+    valid_fraction: float = bounded(0.15, ge=0, lt=1)  # used only when the data has no fixed splits
+    test_fraction: float = bounded(0.15, ge=0, lt=1)
+    max_per_class: int | None = bounded(None, ge=1)  # cap samples per class and split (quick experiments)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -125,7 +191,7 @@ class ModelConfig:
     backbone: str = "efficientnet_b0"
     pretrained: bool = True
     weights_path: str | None = None  # a local state_dict file instead of the torchvision cache
-    drop_rate: float | None = None  # dropout before the new head; None keeps the backbone's
+    drop_rate: float | None = bounded(None, ge=0, lt=1)  # dropout before the new head; None keeps the backbone's
     channels_last: bool = False
 
 
@@ -133,41 +199,45 @@ class ModelConfig:
 class OptimConfig:
     """One-cycle AdamW."""
 
-    lr: float = 1e-3  # the one-cycle peak
-    weight_decay: float = 0.01
-    pct_start: float = 0.25
-    div_factor: float = 25.0
-    final_div_factor: float = 1e4
-    label_smoothing: float = 0.0
+    lr: float = bounded(1e-3, gt=0, le=10)  # the one-cycle peak
+    weight_decay: float = bounded(0.01, ge=0)
+    pct_start: float = bounded(0.25, gt=0, lt=1)
+    div_factor: float = bounded(25.0, ge=1)
+    final_div_factor: float = bounded(1e4, ge=1)
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)
 
 
 @dataclass
 class FinetuneConfig:
     """Staged fine-tuning: head only first, then everything."""
 
-    mode: str = "staged"  # staged: head-only warm-up then all layers | embeddings: only a head on cached frozen embeddings
-    head_init: str = "random"  # staged: random | embeddings = start from a head fitted on cached embeddings (LP-FT)
-    warmup_epochs: int = 2
-    backbone_lr_scale: float = 0.1  # backbone lr relative to the head after unfreezing
+    mode: str = bounded("staged", choices=("staged", "embeddings"))  # staged: head-only warm-up then all layers | embeddings: only a head on cached frozen embeddings
+    head_init: str = bounded("random", choices=("random", "embeddings"))  # staged: random | embeddings = start from a head fitted on cached embeddings (LP-FT)
+    warmup_epochs: int = bounded(2, ge=0)
+    backbone_lr_scale: float = bounded(0.1, ge=0, le=10)  # backbone lr relative to the head after unfreezing
     freeze_bn: bool = False  # keep batch-norm statistics pretrained for the whole run (small data sets)
     embedding_cache: str | None = None  # mode=embeddings: cache folder; None = ~/.cache/birdvision/embeddings
+
+
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
+              "transformer-engine", "transformer-engine-float16")
 
 
 @dataclass
 class TrainerConfig:
     """Passed to lightning.Trainer; multi-GPU/multi-node runs need no code change."""
 
-    max_epochs: int = 12
+    max_epochs: int = bounded(12, ge=1, le=100000)
     accelerator: str = "auto"
     devices: Any = "auto"
-    precision: str | None = None  # None = bf16-mixed on GPUs that support it, else 32-true
+    precision: str | None = bounded(None, choices=PRECISIONS)  # None = bf16-mixed on GPUs that support it, else 32-true
     strategy: str = "auto"
-    num_nodes: int = 1
-    limit_train_batches: float | None = None
-    limit_val_batches: float | None = None
-    log_every_n_steps: int = 10
+    num_nodes: int = bounded(1, ge=1)
+    limit_train_batches: float | None = bounded(None, gt=0)
+    limit_val_batches: float | None = bounded(None, gt=0)
+    log_every_n_steps: int = bounded(10, ge=1)
     deterministic: bool = False
-    gradient_clip_val: float | None = None
+    gradient_clip_val: float | None = bounded(None, gt=0)
 
 
 @dataclass
@@ -184,7 +254,7 @@ class FitConfig:
     recipe: str = "effnet_b0"
     output_dir: str = "runs"
     resume: str | None = None  # latest | PATH to a run folder or checkpoint
-    seed: int = 42
+    seed: int = bounded(42, ge=0, lt=2**32)
     test_after_fit: bool = True
     evaluate_after_fit: bool = True  # reports, calibration and the run's report.html on the best checkpoint
     data: DataConfig = field(default_factory=DataConfig)
@@ -299,6 +369,14 @@ def _merge(cfg: DictConfig, tree: dict, known: dict[str, Any], origin: str) -> D
         raise ConfigError(f"{origin}: {str(e).splitlines()[0]}") from None
 
 
+def _field_bounds(schema: Any, key: str) -> Bounds | None:
+    *parents, leaf = key.split(".")
+    for p in parents:
+        schema = typing.get_type_hints(schema)[p]
+    f = next(f for f in dataclasses.fields(schema) if f.name == leaf)
+    return f.metadata.get("bounds")
+
+
 def help_text(schema: Any, *, prog: str, preset_key: str, preset_dir: str, description: str = "") -> str:
     """A --help page listing the presets and every key with its type and default."""
     lines = [f"usage: python -m {prog} {preset_key}=NAME [key=value ...]", ""]
@@ -310,7 +388,9 @@ def help_text(schema: Any, *, prog: str, preset_key: str, preset_dir: str, descr
     for key, t in schema_keys(schema).items():
         if dataclasses.is_dataclass(t):
             continue
-        lines.append(f"  {key} ({_type_name(t)}) = {OmegaConf.select(defaults, key)}")
+        bounds = _field_bounds(schema, key)
+        rng = f"  [{bounds.describe()}]" if bounds else ""
+        lines.append(f"  {key} ({_type_name(t)}) = {OmegaConf.select(defaults, key)}{rng}")
     return "\n".join(lines)
 
 
@@ -367,6 +447,7 @@ def load_config(
     if preset is not None and preset_key in known:
         cfg[preset_key] = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
     OmegaConf.set_readonly(cfg, False)
+    validate(cfg, schema)
     return cfg
 
 

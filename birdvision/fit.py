@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import contextlib
 import json
 import logging
+import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from birdvision import __version__
-from birdvision.artifacts import atomic_path, write_json, write_text
+from birdvision.artifacts import atomic_path, remove_stale_temporaries, write_json
+from birdvision.checkpoint import read_checkpoint
 from birdvision.config import ConfigError, FitConfig, parse_cli, save_config, to_yaml
 from birdvision.console import console, run_cli, setup_logging
 from birdvision.data.datamodule import BirdDataModule
@@ -29,9 +32,17 @@ from birdvision.data.splits import LeakageError
 from birdvision.embeddings import HeadOnEmbeddings
 from birdvision.evaluate import EvaluationError
 from birdvision.finetune import StagedFinetuning
-from birdvision.models import WeightsUnavailableError
+from birdvision.models import WeightsUnavailableError, get_spec
 from birdvision.module import BirdClassifier
-from birdvision.runs import CHECKPOINTS, RunError, new_run_dir, resolve_resume
+from birdvision.runs import (
+    CHECKPOINTS,
+    RunError,
+    append_metrics,
+    new_run_dir,
+    resolve_resume,
+    run_lock,
+    trim_metrics,
+)
 
 log = logging.getLogger("birdvision.fit")
 
@@ -39,11 +50,61 @@ USER_ERRORS = (ConfigError, DataSourceError, LeakageError, WeightsUnavailableErr
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file and renamed: a kill never leaves half a file."""
+    """Checkpoints written to a temporary file and renamed (a kill never leaves half a file), and
+    read back with ``weights_only=True``: Lightning's own loader unpickles arbitrary objects."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+class RunMetricsLogger(CSVLogger):
+    """Lightning's CSV logger, except that it adds to the run's ``metrics.csv`` instead of deleting it
+    (a resumed run keeps its history) and rewrites it atomically with the union of all columns
+    (a test row after training rows no longer fails with "fields not in fieldnames")."""
+
+    class _Writer(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:  # the parent would delete metrics.csv
+            pass
+
+        def save(self) -> None:
+            append_metrics(Path(self.log_dir), self.metrics)
+            self.metrics = []
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._experiment = self._Writer(log_dir=self.log_dir)
+        return self._experiment
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's checkpoint callback for a run folder that may have moved since it was saved.
+
+    Its state names checkpoints by absolute path; restored in another place (a copied or moved run
+    folder, a loose checkpoint continued in a new one), Lightning would keep testing the old
+    folder's best.ckpt. Paths are re-rooted in this run's checkpoints folder, and a best
+    checkpoint that is not there is forgotten (the next validation picks one again).
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and os.path.normpath(old) != os.path.normpath(new):
+            def here(p):
+                q = os.path.join(new, os.path.basename(p)) if p else p
+                return q if q and os.path.isfile(q) else ""
+
+            state_dict = dict(state_dict, dirpath=new, best_model_path=here(state_dict.get("best_model_path")),
+                              last_model_path=here(state_dict.get("last_model_path")),
+                              kth_best_model_path=here(state_dict.get("kth_best_model_path")))
+            state_dict["best_k_models"] = {here(k): v for k, v in (state_dict.get("best_k_models") or {}).items() if here(k)}
+            if not state_dict["best_model_path"]:
+                state_dict.update(best_model_score=None, best_k_models={})
+                state_dict.pop("kth_value", None)
+        super().load_state_dict(state_dict)
 
 
 def choose_precision(requested: str | None) -> str:
@@ -83,11 +144,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, enable_progress: bool = Tru
     """Trainer with per-epoch checkpoints (all kept), ``last.ckpt``, ``best.ckpt`` and a CSV log."""
     t = cfg.trainer
     ckpt_dir = run_dir / CHECKPOINTS
-    every_epoch = ModelCheckpoint(
+    every_epoch = RunCheckpoint(
         dirpath=ckpt_dir, filename="epoch={epoch:03d}", auto_insert_metric_name=False,
         save_top_k=-1, every_n_epochs=1, save_last=True, enable_version_counter=False,
     )
-    best = ModelCheckpoint(
+    best = RunCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", save_top_k=1,
         enable_version_counter=False,
     )
@@ -112,7 +173,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, enable_progress: bool = Tru
         deterministic=t.deterministic,
         gradient_clip_val=t.gradient_clip_val,
         callbacks=callbacks,
-        logger=CSVLogger(save_dir=run_dir, name="", version=""),
+        logger=RunMetricsLogger(save_dir=run_dir, name="", version=""),
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=enable_progress,
         enable_model_summary=False,
@@ -120,31 +181,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, enable_progress: bool = Tru
         **kwargs,
     )
     return trainer, best
-
-
-def _set_aside_metrics(run_dir: Path) -> Path | None:
-    """Lightning's CSV logger deletes an existing metrics.csv; keep the interrupted run's rows."""
-    src = run_dir / "metrics.csv"
-    if not src.is_file():
-        return None
-    dst = run_dir / f"metrics.before-resume-{time.strftime('%Y%m%d-%H%M%S')}.csv"
-    src.rename(dst)
-    return dst
-
-
-def _merge_metrics(earlier: Path, current: Path) -> None:
-    """metrics.csv = the interrupted run's rows for epochs before the resumed one, then the new rows."""
-    new = list(csv.DictReader(open(current, newline=""))) if current.is_file() else []
-    old = list(csv.DictReader(open(earlier, newline="")))
-    first = min((int(r["epoch"]) for r in new if r.get("epoch")), default=None)
-    rows = [r for r in old if first is None or (r.get("epoch") and int(r["epoch"]) < first)] + new
-    keys = sorted({k for r in rows for k in r})
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_text(current, buf.getvalue())
-    earlier.unlink()
 
 
 def _fit_with_trainer(cfg: DictConfig, module: BirdClassifier, pipe: Pipeline, run_dir: Path,
@@ -155,7 +191,6 @@ def _fit_with_trainer(cfg: DictConfig, module: BirdClassifier, pipe: Pipeline, r
         num_workers=cfg.data.num_workers, batch_transform=pipe.batch_transform,
         train_batch_transform=pipe.train_batch_transform,
     )
-    earlier_metrics = _set_aside_metrics(run_dir) if resume_ckpt else None
     trainer, best_cb = build_trainer(cfg, run_dir)
     if cfg.tune.lr_find and resume_ckpt is None:
         from birdvision.tune import find_lr
@@ -163,12 +198,7 @@ def _fit_with_trainer(cfg: DictConfig, module: BirdClassifier, pipe: Pipeline, r
         module.hparams.lr = find_lr(trainer, module, dm, run_dir)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        # The run folder holds config.yaml and manifest.csv before the logger starts, and an
-        # interrupted run's metrics.csv has been set aside above and is merged back below.
-        warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
-    if earlier_metrics is not None:
-        _merge_metrics(earlier_metrics, run_dir / "metrics.csv")
     best_path = best_cb.best_model_path or str(run_dir / CHECKPOINTS / "last.ckpt")
     out: dict = {"epochs_completed": int(trainer.current_epoch), "best_checkpoint": best_path}
     out.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))})
@@ -180,39 +210,122 @@ def _fit_with_trainer(cfg: DictConfig, module: BirdClassifier, pipe: Pipeline, r
     return out
 
 
-FINETUNE_MODES = ("staged", "embeddings")
-HEAD_INITS = ("random", "embeddings")
+@dataclass
+class Resume:
+    """What ``resume=`` continues: a checked checkpoint and the run folder it belongs to (None: a
+    checkpoint from outside a run folder, continued in a new one)."""
+
+    run_dir: Path | None
+    ckpt: Path
+    hparams: dict
+    epoch: int  # the epoch index the checkpoint was saved in
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Checks across keys (each key's own range is checked when the config loads)."""
+    get_spec(cfg.model.backbone)
+    d, a = cfg.data, cfg.audio
+    if d.valid_fraction + d.test_fraction >= 1:
+        raise ConfigError(f"data.valid_fraction + data.test_fraction = {d.valid_fraction + d.test_fraction:g}: "
+                          "must leave samples to train on (< 1)")
+    if a.mel.f_min_hz >= a.mel.f_max_hz:
+        raise ConfigError(f"audio.mel.f_min_hz={a.mel.f_min_hz:g} must be below audio.mel.f_max_hz={a.mel.f_max_hz:g}")
+    if cfg.data.mode == "audio" and a.mel.f_max_hz > a.sample_rate / 2:
+        raise ConfigError(f"audio.mel.f_max_hz={a.mel.f_max_hz:g} is above the Nyquist frequency of "
+                          f"audio.sample_rate={a.sample_rate} ({a.sample_rate / 2:g} Hz)")
+    for key in ("gain_db", "mix_snr_db", "noise_amplitude", "stretch_rate"):
+        lo_hi = list(a.augment[key])
+        if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+            raise ConfigError(f"audio.augment.{key}={lo_hi}: expected [low, high] with low <= high")
+    if cfg.finetune.mode == "embeddings" and cfg.resume:
+        raise ConfigError("finetune.mode=embeddings trains in seconds from its cache: run it again instead of resume=")
+
+
+def plan_resume(cfg: DictConfig) -> Resume:
+    """Find and check the checkpoint to resume with the safe reader, before anything is written."""
+    run_dir, ckpt = resolve_resume(cfg.resume, cfg.output_dir, cfg.recipe)
+    ck = read_checkpoint(ckpt)
+    hp, epoch = dict(ck["hyper_parameters"]), int(ck.get("epoch", 0) or 0)
+    if "lr_schedulers" not in ck or "loops" not in ck:
+        raise RunError(f"resume={ckpt}: the checkpoint holds a model but no training state (exported or "
+                       "rewritten without its optimiser); start a new run from it with model.weights_path= instead")
+    if hp["backbone"] != cfg.model.backbone:
+        raise RunError(f"resume={ckpt}: the checkpoint is a {hp['backbone']}, recipe {cfg.recipe} trains a "
+                       f"{cfg.model.backbone}; resume with the run's own recipe")
+    return Resume(run_dir, ckpt, hp, epoch)
+
+
+def _check_resume_matches(resume: Resume, pipe: Pipeline) -> None:
+    hp = resume.hparams
+    if list(hp["classes"]) != list(pipe.classes):
+        extra, missing = sorted(set(pipe.classes) - set(hp["classes"])), sorted(set(hp["classes"]) - set(pipe.classes))
+        raise RunError(f"resume={resume.ckpt}: the data's classes differ from the checkpoint's "
+                       f"({len(pipe.classes)} vs {len(hp['classes'])}; new {extra[:3]}, gone {missing[:3]})")
+    old, new = hp.get("preprocess") or {}, pipe.preprocess or {}
+    for k in sorted(set(old) | set(new)):
+        if old.get(k) != new.get(k):
+            raise RunError(f"resume={resume.ckpt}: preprocessing {k} was {old.get(k)!r}, the config now gives "
+                           f"{new.get(k)!r}; resume with the run's own settings")
+
+
+def _is_rank_zero() -> bool:
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train, test the best checkpoint and write ``summary.json``; returns the summary."""
-    setup_logging()
-    if cfg.finetune.mode not in FINETUNE_MODES:
-        raise ConfigError(f"finetune.mode={cfg.finetune.mode!r}: expected one of {', '.join(FINETUNE_MODES)}")
-    if cfg.finetune.head_init not in HEAD_INITS:
-        raise ConfigError(f"finetune.head_init={cfg.finetune.head_init!r}: expected one of {', '.join(HEAD_INITS)}")
-    if cfg.finetune.mode == "embeddings" and cfg.resume:
-        raise ConfigError("finetune.mode=embeddings trains in seconds from its cache: run it again instead of resume=")
-    resume_ckpt = None
-    if cfg.resume:
-        run_dir, resume_ckpt = resolve_resume(cfg.resume, cfg.output_dir, cfg.recipe)
-        log.info("resuming %s from %s", run_dir, resume_ckpt.name)
-    else:
-        run_dir = new_run_dir(cfg.output_dir, cfg.recipe)
-    console.print(f"[bold]birdvision {__version__}[/] fit, run folder {run_dir}\n" + to_yaml(cfg))
-    save_config(cfg, run_dir / ("config.yaml" if resume_ckpt is None else f"config.resume-{time.strftime('%Y%m%d-%H%M%S')}.yaml"))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    """Train, test the best checkpoint and write ``summary.json``; returns the summary.
 
+    Everything that can be checked is checked before the run folder exists (config, resume
+    checkpoint, data, pretrained weights), so a failed start leaves nothing behind.
+    """
+    setup_logging()
+    check_config(cfg)
+    resume = plan_resume(cfg) if cfg.resume else None
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     pipe = build_pipeline(cfg)
     for path, why in pipe.skipped:
         log.warning("left out %s: %s", path, why)
-    write_manifest(run_dir / "manifest.csv", pipe.samples)
     digest = manifest_digest(pipe.samples)
-    write_json(run_dir / "classes.json", pipe.classes)
+    if resume is not None:
+        _check_resume_matches(resume, pipe)
+    module = build_module(cfg, pipe, digest, load_weights=resume is None)
+
+    if resume is not None and resume.run_dir is not None:
+        run_dir = resume.run_dir
+    else:
+        run_dir = new_run_dir(cfg.output_dir, cfg.recipe)
+        if resume is not None:
+            log.info("%s is not inside a birdvision run folder: continuing it in %s", resume.ckpt, run_dir)
+    with (run_lock(run_dir) if _is_rank_zero() else contextlib.nullcontext()):
+        return _run_in(cfg, run_dir, pipe, digest, module, resume)
+
+
+def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module: BirdClassifier,
+            resume: Resume | None) -> dict:
+    for d in (run_dir, run_dir / CHECKPOINTS, run_dir / "eval"):
+        for p in remove_stale_temporaries(d):
+            log.info("removed %s, left by a write that was interrupted", p)
+    resume_ckpt = resume.ckpt if resume is not None else None
+    console.print(f"[bold]birdvision {__version__}[/] fit, run folder {run_dir}\n" + to_yaml(cfg))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if resume is not None and resume.run_dir == run_dir:
+        log.info("resuming %s from %s (saved in epoch %d)", run_dir, resume.ckpt.name, resume.epoch)
+        save_config(cfg, run_dir / f"config.resume-{stamp}.yaml")
+        dropped = trim_metrics(run_dir, resume.epoch)
+        if dropped:
+            log.info("metrics.csv: dropped %d rows logged after the checkpoint by the interrupted attempt", dropped)
+        if digest != resume.hparams.get("manifest_digest"):
+            log.warning("the data changed since the run started (manifest digest %s, checkpoint %s): "
+                        "the samples now used are in manifest.resume-%s.csv", digest[:12],
+                        str(resume.hparams.get("manifest_digest"))[:12], stamp)
+            write_manifest(run_dir / f"manifest.resume-{stamp}.csv", pipe.samples)
+    else:
+        save_config(cfg, run_dir / "config.yaml")
+        write_manifest(run_dir / "manifest.csv", pipe.samples)
+        write_json(run_dir / "classes.json", pipe.classes)
     counts = {s: sum(1 for x in pipe.samples if x.split == s) for s in ("train", "valid", "test")}
     log.info("%s: %d classes, samples per split %s, %d left out", pipe.origin, len(pipe.classes), counts, len(pipe.skipped))
 
-    module = build_module(cfg, pipe, digest, load_weights=resume_ckpt is None)
     summary: dict = {
         "recipe": cfg.recipe,
         "backbone": cfg.model.backbone,
@@ -225,6 +338,8 @@ def run(cfg: DictConfig) -> dict:
         "manifest_digest": digest,
         "birdvision_version": __version__,
     }
+    if resume_ckpt is not None:
+        summary["resumed_from"] = str(resume_ckpt)
     t0 = time.time()
     logits_fn = None
 

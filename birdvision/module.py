@@ -8,6 +8,7 @@ hence in every checkpoint.
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -20,6 +21,33 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from birdvision.models import create_model, split_parameters
+
+log = logging.getLogger(__name__)
+
+
+class OneCycle(torch.optim.lr_scheduler.OneCycleLR):
+    """One-cycle schedule that a resumed run can re-plan.
+
+    Restored from a checkpoint planned for the same number of steps, it continues exactly.
+    Restored from one planned for a different number (``trainer.max_epochs`` raised to extend a
+    finished run, or changed on resume), it keeps the new plan, as if the run had been planned for
+    the new length from the start, and continues at the step reached: extending a finished
+    3-epoch run to 4 moves it from the end of a 3-epoch cycle to step 3/4 of a 4-epoch one, so the
+    extra epoch starts at a learning rate a quarter-cosine above the end and anneals again.
+    (torch's own OneCycleLR would raise "Tried to step N times" on the first extra step.)
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        planned = {k: self.__dict__[k] for k in ("total_steps", "_schedule_phases")}
+        super().load_state_dict(state_dict)
+        done = int(self.last_epoch)
+        if self.total_steps == planned["total_steps"] or done >= planned["total_steps"]:
+            return  # same plan, or nothing left to train: restore as saved
+        log.info("learning-rate schedule re-planned: %d of %d steps done, now %d steps in all",
+                 done, self.total_steps, planned["total_steps"])
+        self.__dict__.update(planned)
+        self.last_epoch = done - 1
+        self.step()  # sets every group's lr for step ``done`` of the new plan
 
 
 def _metrics(num_classes: int) -> MetricCollection:
@@ -156,7 +184,7 @@ class BirdClassifier(L.LightningModule):
         # OneCycleLR divides by (pct_start * total - 1) and by the rest of the steps: on tiny
         # runs keep each phase at least one full step long.
         pct = min(max(self.hparams.pct_start, 2.0 / total), 1.0 - 2.0 / total)
-        sched = torch.optim.lr_scheduler.OneCycleLR(
+        sched = OneCycle(
             opt,
             max_lr=[g["lr"] for g in groups],
             total_steps=total,

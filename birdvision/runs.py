@@ -1,11 +1,31 @@
-"""Run folders: ``OUTPUT_DIR/<recipe>/<timestamp>/`` with config, classes, checkpoints, metrics, summary."""
+"""Run folders: ``OUTPUT_DIR/<recipe>/<timestamp>/`` with config, classes, checkpoints, metrics, summary.
+
+One process writes a run folder at a time (:func:`run_lock`); a resumed run continues from its
+newest training state (:func:`resume_checkpoint`), and its ``metrics.csv`` keeps every earlier
+epoch (:func:`trim_metrics`, :func:`append_metrics`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import fcntl
+import io
+import logging
+import os
+import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from birdvision.artifacts import write_text
+
+log = logging.getLogger(__name__)
+
 CHECKPOINTS = "checkpoints"
+METRICS = "metrics.csv"
+LOCK = ".lock"
+_EPOCH_FILE = re.compile(r"^epoch=(\d+)\.ckpt$")
 
 
 class RunError(ValueError):
@@ -33,30 +53,127 @@ def checkpoints_of(run_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The most recently written checkpoint of a run (``last.ckpt`` or an epoch's)."""
+    """The most recently written checkpoint of a run (any, ``best.ckpt`` included)."""
     ck = checkpoints_of(run_dir)
     return ck[-1] if ck else None
 
 
-def resolve_resume(resume: str, output_dir: str | Path, recipe: str) -> tuple[Path, Path]:
-    """(run folder, checkpoint) to continue for ``resume=latest`` or ``resume=PATH``."""
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    """The newest training state of a run: ``last.ckpt``, or the highest ``epoch=N.ckpt`` if a kill
+    came between writing it and ``last.ckpt``. Never ``best.ckpt``: evaluation rewrites it (with the
+    fitted temperature), which makes it the newest file without making it the newest state."""
+    d = Path(run_dir) / CHECKPOINTS
+    epochs = sorted(((int(m.group(1)), p) for p in d.glob("epoch=*.ckpt") if (m := _EPOCH_FILE.match(p.name))),
+                    key=lambda t: t[0])
+    last = d / "last.ckpt"
+    newest_epoch = epochs[-1][1] if epochs else None
+    if last.is_file() and (newest_epoch is None or last.stat().st_mtime >= newest_epoch.stat().st_mtime):
+        return last
+    return newest_epoch
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` looks like a birdvision run folder (its config and a checkpoints folder)."""
+    return (path / "config.yaml").is_file() and (path / CHECKPOINTS).is_dir()
+
+
+def resolve_resume(resume: str, output_dir: str | Path, recipe: str) -> tuple[Path | None, Path]:
+    """(run folder, checkpoint) to continue for ``resume=latest``, ``resume=RUN_DIR`` or ``resume=FILE``.
+
+    The run folder is None for a checkpoint that is not inside a birdvision run folder: the
+    run continues in a new folder rather than writing beside someone else's file.
+    """
     if resume == "latest":
         base = Path(output_dir) / recipe
-        runs = sorted((d for d in base.glob("*") if d.is_dir() and latest_checkpoint(d)), key=lambda d: d.name)
+        runs = sorted((d for d in base.glob("*") if d.is_dir() and resume_checkpoint(d)), key=lambda d: d.name)
         if not runs:
             raise RunError(f"resume=latest: no run of recipe {recipe!r} with a checkpoint under {base}")
         run = runs[-1]
-        return run, latest_checkpoint(run)  # type: ignore[return-value]
+        return run, resume_checkpoint(run)  # type: ignore[return-value]
     p = Path(resume).expanduser()
     if p.is_dir():
-        ck = latest_checkpoint(p)
+        ck = resume_checkpoint(p)
         if ck is None:
-            raise RunError(f"resume={p}: the folder has no {CHECKPOINTS}/*.ckpt")
+            raise RunError(f"resume={p}: the folder has no {CHECKPOINTS}/last.ckpt or epoch=N.ckpt")
         return p, ck
-    if p.is_file() and p.suffix == ".ckpt":
-        run = p.parent.parent if p.parent.name == CHECKPOINTS else p.parent
-        return run, p
-    raise RunError(f"resume={resume}: expected 'latest', a run folder or a .ckpt file")
+    if p.is_file():
+        run = p.parent.parent if p.parent.name == CHECKPOINTS else None
+        return (run if run is not None and is_run_dir(run) else None), p
+    raise RunError(f"resume={resume}: expected 'latest', a run folder or a checkpoint file (none at {p})")
+
+
+def _pid_of_holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process: a second writer is refused with a clear message.
+
+    An advisory ``flock`` on ``RUN_DIR/.lock``, released by the kernel when the process ends,
+    however it ends, so a killed run never leaves a stale lock behind.
+    """
+    path = Path(run_dir) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RunError(f"{run_dir} is in use by another birdvision process (pid {_pid_of_holder(path)}); "
+                       "wait for it to finish or stop it first") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- metrics history
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: v for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    keys = sorted({k for r in rows for k in r})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def append_metrics(run_dir: Path, rows: list[dict]) -> None:
+    """Add rows to ``metrics.csv`` (the header grows to the union of keys), atomically."""
+    if rows:
+        path = Path(run_dir) / METRICS
+        _write_rows(path, _read_rows(path) + rows)
+
+
+def trim_metrics(run_dir: Path, after_epoch: int) -> int:
+    """Drop training/validation rows logged after ``after_epoch`` (the epoch a resumed checkpoint
+    ended): they belong to an attempt that was interrupted. Test rows stay as history.
+    Returns the number of rows dropped."""
+    path = Path(run_dir) / METRICS
+    rows = _read_rows(path)
+
+    def later(r: dict) -> bool:
+        e = r.get("epoch") or ""
+        tested = any(k.startswith("test/") and r[k] not in ("", None) for k in r)
+        return e.isdigit() and int(e) > after_epoch and not tested
+
+    kept = [r for r in rows if not later(r)]
+    if len(kept) != len(rows):
+        _write_rows(path, kept)
+    return len(rows) - len(kept)
 
 
 def find_checkpoint(path: str | Path) -> Path:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
+from birdvision.config import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # TensorFlow's EfficientNet-Lite input scaling (x - 127) / 128 on 0..255 pixels, written for x / 255
@@ -90,4 +92,4 @@ def get_spec(name: str) -> BackboneSpec:
     except KeyError:
         close = difflib.get_close_matches(name, list(BACKBONES), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown backbone {name!r}.{hint} Registered: {', '.join(BACKBONES)}") from None
+        raise ConfigError(f"unknown backbone {name!r}.{hint} Registered: {', '.join(BACKBONES)}") from None
