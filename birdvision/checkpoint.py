@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from birdvision.artifacts import atomic_path
-from birdvision.runs import RunError, find_checkpoint
+from birdvision.runs import RunError, find_checkpoint, run_dir_of, run_lock
 
 REQUIRED_HPARAMS = ("backbone", "classes", "preprocess")
 
@@ -54,10 +55,12 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu"):
 
 
 def set_temperature(path: str | Path, temperature: float) -> Path:
-    """Store a fitted softmax temperature in a checkpoint, atomically."""
+    """Store a fitted softmax temperature in a checkpoint, atomically, holding its run folder (if it is in one)."""
     p = find_checkpoint(path)
-    ck = read_checkpoint(p)
-    ck["hyper_parameters"]["temperature"] = float(temperature)
-    with atomic_path(p) as tmp:
-        torch.save(ck, tmp)
+    run = run_dir_of(p)
+    with run_lock(run) if run is not None else contextlib.nullcontext():
+        ck = read_checkpoint(p)
+        ck["hyper_parameters"]["temperature"] = float(temperature)
+        with atomic_path(p) as tmp:
+            torch.save(ck, tmp)
     return p

@@ -20,7 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from birdvision import __version__
-from birdvision.artifacts import atomic_path, remove_stale_temporaries, write_json
+from birdvision.artifacts import atomic_path, write_json
 from birdvision.checkpoint import read_checkpoint
 from birdvision.config import ConfigError, FitConfig, parse_cli, save_config, to_yaml
 from birdvision.console import console, run_cli, setup_logging
@@ -302,9 +302,6 @@ def run(cfg: DictConfig) -> dict:
 
 def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module: BirdClassifier,
             resume: Resume | None) -> dict:
-    for d in (run_dir, run_dir / CHECKPOINTS, run_dir / "eval"):
-        for p in remove_stale_temporaries(d):
-            log.info("removed %s, left by a write that was interrupted", p)
     resume_ckpt = resume.ckpt if resume is not None else None
     console.print(f"[bold]birdvision {__version__}[/] fit, run folder {run_dir}\n" + to_yaml(cfg))
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -107,14 +107,17 @@ class BirdClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
-        """Lightning's loader, without fetching pretrained weights: the checkpoint holds every weight.
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             weights_only: bool = True, **kwargs):
+        """Lightning's loader, without fetching pretrained weights (the checkpoint holds every weight) and
+        without unpickling code (``weights_only=True`` unless the caller asks otherwise, whatever the torch
+        version's default).
 
         The loaded module's hyperparameters still say whether the run started from pretrained weights.
         """
         kwargs.setdefault("load_weights", False)
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
-                                            strict=strict, **kwargs)
+                                            strict=strict, weights_only=weights_only, **kwargs)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:

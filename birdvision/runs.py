@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from birdvision.artifacts import write_text
+from birdvision.artifacts import remove_stale_temporaries, write_text
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,7 @@ def resolve_resume(resume: str, output_dir: str | Path, recipe: str) -> tuple[Pa
             raise RunError(f"resume={p}: the folder has no {CHECKPOINTS}/last.ckpt or epoch=N.ckpt")
         return p, ck
     if p.is_file():
-        run = p.parent.parent if p.parent.name == CHECKPOINTS else None
-        return (run if run is not None and is_run_dir(run) else None), p
+        return run_dir_of(p), p
     raise RunError(f"resume={resume}: expected 'latest', a run folder or a checkpoint file (none at {p})")
 
 
@@ -109,13 +108,25 @@ def _pid_of_holder(path: Path) -> str:
         return "?"
 
 
+_HELD: dict[str, int] = {}  # run folders this process holds, with a depth: fit holds its run while evaluating it
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold the run folder for this process: a second writer is refused with a clear message.
 
     An advisory ``flock`` on ``RUN_DIR/.lock``, released by the kernel when the process ends,
-    however it ends, so a killed run never leaves a stale lock behind.
+    however it ends, so a killed run never leaves a stale lock behind. Re-entrant within a process.
+    Temporary files that an interrupted write left in the folder are removed once it is held.
     """
+    key = os.path.realpath(run_dir)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     path = Path(run_dir) / LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -124,12 +135,23 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
         raise RunError(f"{run_dir} is in use by another birdvision process (pid {_pid_of_holder(path)}); "
                        "wait for it to finish or stop it first") from None
+    _HELD[key] = 1
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        for d in (Path(run_dir), Path(run_dir) / CHECKPOINTS, Path(run_dir) / "eval"):
+            for p in remove_stale_temporaries(d):
+                log.info("removed %s, left by a write that was interrupted", p)
         yield
     finally:
+        del _HELD[key]
         os.close(fd)
+
+
+def run_dir_of(checkpoint: Path) -> Path | None:
+    """The run folder a checkpoint file belongs to, or None for a loose file."""
+    run = Path(checkpoint).parent.parent
+    return run if Path(checkpoint).parent.name == CHECKPOINTS and is_run_dir(run) else None
 
 
 # ----------------------------------------------------------------------------- metrics history

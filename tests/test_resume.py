@@ -1,7 +1,9 @@
 """Resume in every direction: extend a finished run, continue an interrupted one, refuse unsafe or foreign
 checkpoints before writing anything, one writer per run folder."""
 
+import contextlib
 import csv
+import fcntl
 import json
 import os
 import shutil
@@ -140,7 +142,11 @@ class _RunsCodeOnLoad:
         return (open, (str(self.marker), "w"))
 
 
-def test_resume_from_a_malicious_file_runs_nothing_and_writes_nothing(tmp_path: Path, demo_photos, capsys):
+@pytest.mark.parametrize("force_unsafe", [False, True])
+def test_resume_from_a_malicious_file_runs_nothing_and_writes_nothing(force_unsafe, tmp_path: Path, demo_photos, capsys,
+                                                                       monkeypatch):
+    if force_unsafe:  # torch's switch back to unpickling anything: explicit weights_only=True still wins
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     evil_dir = tmp_path / "downloads"
     evil_dir.mkdir()
     marker = tmp_path / "pwned"
@@ -178,13 +184,26 @@ def test_resume_with_another_backbone_is_refused_before_writing(finished: Path, 
     assert _tree(rd) == before
 
 
+@contextlib.contextmanager
+def _held_elsewhere(run_dir: Path, pid: int = 4242):
+    """The run folder's lock as another process would hold it (a separate open file description)."""
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{pid}\n".encode())
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 def test_a_second_writer_is_refused(finished: Path, tmp_path: Path, demo_photos, capsys):
     out, rd = _copy(finished, tmp_path)
     before = _tree(rd)
-    with run_lock(rd):
+    with _held_elsewhere(rd):
         assert main(fit_args(demo_photos, out, "trainer.max_epochs=3", "resume=latest")) == 2
     err = capsys.readouterr().err
-    assert f"in use by another birdvision process (pid {os.getpid()})" in err
+    assert "in use by another birdvision process (pid 4242)" in err
     assert {k: v for k, v in _tree(rd).items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
     assert json.loads((rd / "summary.json").read_text())["epochs_completed"] == 2
 
@@ -218,3 +237,36 @@ def test_help_shows_the_ranges(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "trainer.max_epochs (int) = 12  [1 <= x <= 100000]" in out and "data.mode (str) = image  [image|audio]" in out
+
+
+def test_lightning_loader_does_not_unpickle_code(tmp_path: Path):
+    from birdvision.module import BirdClassifier
+
+    marker = tmp_path / "pwned"
+    torch.save({"hyper_parameters": _RunsCodeOnLoad(marker), "state_dict": {}}, tmp_path / "evil.ckpt")
+    with pytest.raises(Exception):
+        BirdClassifier.load_from_checkpoint(tmp_path / "evil.ckpt")
+    assert not marker.exists()
+
+
+def test_evaluate_rewriting_best_holds_the_run_and_clears_stale_temporaries(finished: Path, tmp_path: Path, capsys):
+    from birdvision.evaluate import main as evaluate
+
+    _, rd = _copy(finished, tmp_path)
+    stale = rd / "checkpoints" / ".best.ckpt.x1y2z3.tmp"
+    stale.write_bytes(b"killed during a temperature rewrite")
+    with _held_elsewhere(rd):  # a fit still writing this run: the temperature rewrite must wait its turn
+        assert evaluate([f"ckpt={rd}", "split=valid", f"output_dir={tmp_path / 'ev'}"]) == 2
+    assert "in use by another birdvision process" in capsys.readouterr().err
+    assert evaluate([f"ckpt={rd}", "split=valid", f"output_dir={tmp_path / 'ev'}"]) == 0
+    assert not stale.exists()
+
+
+def test_the_run_lock_is_reentrant_within_a_process_and_released_after(tmp_path: Path):
+    with run_lock(tmp_path):
+        with run_lock(tmp_path):  # fit holds its run while evaluating (and rewriting) its best checkpoint
+            pass
+        with pytest.raises(BlockingIOError), _held_elsewhere(tmp_path):
+            pass
+    with _held_elsewhere(tmp_path):  # released: another process can take it
+        pass
