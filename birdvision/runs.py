@@ -35,14 +35,20 @@ class RunError(ValueError):
 def new_run_dir(output_dir: str | Path, recipe: str) -> Path:
     """A fresh, timestamped run folder (a suffix keeps two runs in one second apart)."""
     base = Path(output_dir) / recipe
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"output_dir={output_dir}: cannot create {base} ({e.strerror or e})") from None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         d = base / (stamp if i == 0 else f"{stamp}-{i}")
         try:
-            d.mkdir(parents=True, exist_ok=False)
+            d.mkdir(exist_ok=False)
             return d
         except FileExistsError:
             continue
+        except OSError as e:
+            raise RunError(f"output_dir={output_dir}: cannot create a run folder in {base} ({e.strerror or e})") from None
     raise RunError(f"cannot create a run folder under {base}")
 
 

@@ -270,3 +270,12 @@ def test_the_run_lock_is_reentrant_within_a_process_and_released_after(tmp_path:
             pass
     with _held_elsewhere(tmp_path):  # released: another process can take it
         pass
+
+
+def test_an_output_dir_that_cannot_hold_runs_is_one_line(demo_photos: Path, tmp_path: Path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(fit_args(demo_photos, blocker, "trainer.max_epochs=1")) == 2
+    err = capsys.readouterr().err
+    assert f"output_dir={blocker}: cannot create" in err and "Traceback" not in err
+    assert blocker.read_text() == "not a folder"
