@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -192,6 +191,10 @@ def _fit_with_trainer(cfg: DictConfig, module: BirdClassifier, pipe: Pipeline, r
         train_batch_transform=pipe.train_batch_transform,
     )
     trainer, best_cb = build_trainer(cfg, run_dir)
+    if trainer.world_size > 1:
+        log.info("%d processes: global batch %d (data.batch_size %d per process); optim.lr is the peak for that "
+                 "global batch, not scaled", trainer.world_size, cfg.data.batch_size * trainer.world_size,
+                 cfg.data.batch_size)
     if cfg.tune.lr_find and resume_ckpt is None:
         from birdvision.tune import find_lr
 
@@ -200,7 +203,8 @@ def _fit_with_trainer(cfg: DictConfig, module: BirdClassifier, pipe: Pipeline, r
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
     best_path = best_cb.best_model_path or str(run_dir / CHECKPOINTS / "last.ckpt")
-    out: dict = {"epochs_completed": int(trainer.current_epoch), "best_checkpoint": best_path}
+    out: dict = {"epochs_completed": int(trainer.current_epoch), "best_checkpoint": best_path,
+                 "world_size": int(trainer.world_size), "global_batch_size": cfg.data.batch_size * int(trainer.world_size)}
     out.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))})
     if best_cb.best_model_score is not None:
         out["val/acc_best"] = float(best_cb.best_model_score)
@@ -268,6 +272,9 @@ def _check_resume_matches(resume: Resume, pipe: Pipeline) -> None:
                            f"{new.get(k)!r}; resume with the run's own settings")
 
 
+RUN_DIR_ENV = "BIRDVISION_RUN_DIR"
+
+
 def _is_rank_zero() -> bool:
     return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
@@ -290,19 +297,31 @@ def run(cfg: DictConfig) -> dict:
         _check_resume_matches(resume, pipe)
     module = build_module(cfg, pipe, digest, load_weights=resume is None)
 
+    if not _is_rank_zero():
+        # A DDP rank that Lightning launched from rank zero's process: rank zero chose the run
+        # folder, holds it and writes everything; this rank only trains and tests its shard.
+        shared = os.environ.get(RUN_DIR_ENV)
+        if not shared:
+            raise RunError(f"DDP rank without {RUN_DIR_ENV}: launch birdvision.fit once, with trainer.devices=N "
+                           "(Lightning starts the other ranks)")
+        return _run_in(cfg, Path(shared), pipe, digest, module, resume)
     if resume is not None and resume.run_dir is not None:
         run_dir = resume.run_dir
     else:
         run_dir = new_run_dir(cfg.output_dir, cfg.recipe)
         if resume is not None:
             log.info("%s is not inside a birdvision run folder: continuing it in %s", resume.ckpt, run_dir)
-    with (run_lock(run_dir) if _is_rank_zero() else contextlib.nullcontext()):
-        return _run_in(cfg, run_dir, pipe, digest, module, resume)
+    with run_lock(run_dir):
+        os.environ[RUN_DIR_ENV] = str(run_dir)  # the ranks Lightning launches from this process share it
+        try:
+            return _run_in(cfg, run_dir, pipe, digest, module, resume)
+        finally:
+            os.environ.pop(RUN_DIR_ENV, None)
 
 
-def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module: BirdClassifier,
-            resume: Resume | None) -> dict:
-    resume_ckpt = resume.ckpt if resume is not None else None
+def _prepare_run_dir(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, resume: Resume | None) -> None:
+    """Config, manifest and classes for a new run; for a resumed one, its config beside the first and
+    its metrics trimmed to the checkpoint."""
     console.print(f"[bold]birdvision {__version__}[/] fit, run folder {run_dir}\n" + to_yaml(cfg))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if resume is not None and resume.run_dir == run_dir:
@@ -320,6 +339,13 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
         save_config(cfg, run_dir / "config.yaml")
         write_manifest(run_dir / "manifest.csv", pipe.samples)
         write_json(run_dir / "classes.json", pipe.classes)
+
+def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module: BirdClassifier,
+            resume: Resume | None) -> dict:
+    resume_ckpt = resume.ckpt if resume is not None else None
+    writer = _is_rank_zero()
+    if writer:
+        _prepare_run_dir(cfg, run_dir, pipe, digest, resume)
     counts = {s: sum(1 for x in pipe.samples if x.split == s) for s in ("train", "valid", "test")}
     log.info("%s: %d classes, samples per split %s, %d left out", pipe.origin, len(pipe.classes), counts, len(pipe.skipped))
 
@@ -350,14 +376,17 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
         summary["epochs_completed"] = 0
         logits_fn = head.logits
     else:
-        if cfg.finetune.head_init == "embeddings" and resume_ckpt is None:
+        if cfg.finetune.head_init == "embeddings" and resume_ckpt is None and writer:
             # LP-FT: the head starts where a linear probe on the frozen features ends, so
             # fine-tuning the backbone is not driven by a random head's large early gradients.
+            # (Under DDP rank zero fits it; DDP copies rank zero's weights to every rank.)
             probe = head_fitter().fit_head(("train", "valid"))
             log.info("head initialised on cached embeddings: train acc %.4f, valid acc %.4f (l2 %g)",
                      probe["train/acc"], probe.get("val/acc", float("nan")), probe["head/l2"])
             summary.update({f"head_init/{k.replace('/', '_')}": v for k, v in probe.items() if k.endswith("/acc")})
         summary.update(_fit_with_trainer(cfg, module, pipe, run_dir, resume_ckpt))
+    if not writer:
+        return summary  # evaluation, summary and report: once, by rank zero
     summary["fit_seconds"] = round(time.time() - t0, 1)
     best_path = summary["best_checkpoint"]
     if cfg.evaluate_after_fit and Path(best_path).is_file():

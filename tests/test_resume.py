@@ -279,3 +279,28 @@ def test_an_output_dir_that_cannot_hold_runs_is_one_line(demo_photos: Path, tmp_
     err = capsys.readouterr().err
     assert f"output_dir={blocker}: cannot create" in err and "Traceback" not in err
     assert blocker.read_text() == "not a folder"
+
+
+def test_two_process_ddp_fit_writes_one_run_folder_and_resumes(demo_photos: Path, tmp_path: Path):
+    """Lightning's DDP (gloo, 2 CPU processes) launched the way users launch it: once, from the command line."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "birdvision.fit", *fit_args(demo_photos, out, "trainer.accelerator=cpu",
+                                                            "trainer.devices=2", "trainer.strategy=ddp")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list((out / "demo").iterdir())
+    assert len(runs) == 1, runs
+    rd = runs[0]
+    assert len(list(out.rglob("summary.json"))) == 1 and len(list(out.rglob("report.html"))) == 1
+    assert (r.stdout + r.stderr).count("evaluating ") == 1  # the post-fit evaluation ran once
+    s = json.loads((rd / "summary.json").read_text())
+    assert s["world_size"] == 2 and s["global_batch_size"] == 16 and s["epochs_completed"] == 2
+    r = subprocess.run(args + ["trainer.max_epochs=3", "resume=latest"], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list((out / "demo").iterdir()) == [rd]
+    assert json.loads((rd / "summary.json").read_text())["epochs_completed"] == 3
