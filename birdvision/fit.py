@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
 
 from birdvision import __version__
@@ -45,7 +48,8 @@ from birdvision.runs import (
 
 log = logging.getLogger("birdvision.fit")
 
-USER_ERRORS = (ConfigError, DataSourceError, LeakageError, WeightsUnavailableError, RunError, EvaluationError)
+USER_ERRORS = (ConfigError, DataSourceError, LeakageError, WeightsUnavailableError, RunError, EvaluationError,
+               MisconfigurationException)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -139,6 +143,14 @@ def build_module(cfg: DictConfig, pipe: Pipeline, digest: str, *, load_weights: 
     )
 
 
+def _strategy(cfg: DictConfig) -> str:
+    """DDP with a head-only warm-up must be told that the frozen backbone's parameters get no gradient."""
+    s = cfg.trainer.strategy
+    if s in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook") and cfg.finetune.warmup_epochs > 0:
+        return f"{s}_find_unused_parameters_true"
+    return s
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, *, enable_progress: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
     """Trainer with per-epoch checkpoints (all kept), ``last.ckpt``, ``best.ckpt`` and a CSV log."""
     t = cfg.trainer
@@ -166,7 +178,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, enable_progress: bool = Tru
         accelerator=t.accelerator,
         devices=t.devices,
         precision=choose_precision(t.precision),
-        strategy=t.strategy,
+        strategy=_strategy(cfg),
         num_nodes=t.num_nodes,
         log_every_n_steps=t.log_every_n_steps,
         deterministic=t.deterministic,
@@ -241,6 +253,18 @@ def check_config(cfg: DictConfig) -> None:
         lo_hi = list(a.augment[key])
         if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
             raise ConfigError(f"audio.augment.{key}={lo_hi}: expected [low, high] with low <= high")
+    strategies = ("auto", *StrategyRegistry.available_strategies())
+    if cfg.trainer.strategy not in strategies:
+        close = difflib.get_close_matches(str(cfg.trainer.strategy), strategies, n=1)
+        raise ConfigError(f"trainer.strategy={cfg.trainer.strategy!r} is not a Lightning strategy."
+                          + (f" Did you mean {close[0]!r}?" if close else "") + " e.g. auto, ddp, ddp_spawn, fsdp")
+    devices, acc = cfg.trainer.devices, str(cfg.trainer.accelerator)
+    if isinstance(devices, int) and devices > 1 and (acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())):
+        have = torch.cuda.device_count()
+        if devices > have:
+            raise ConfigError(f"trainer.devices={devices}: this machine has {have} CUDA device(s)")
+    if isinstance(devices, int) and devices < 1 and devices != -1:
+        raise ConfigError(f"trainer.devices={devices}: expected a count >= 1, -1 (all), a list of ids or auto")
     if cfg.finetune.mode == "embeddings" and cfg.resume:
         raise ConfigError("finetune.mode=embeddings trains in seconds from its cache: run it again instead of resume=")
 

@@ -222,6 +222,8 @@ def test_a_second_writer_is_refused(finished: Path, tmp_path: Path, demo_photos,
     ("data.mode=video", "data.mode='video': expected one of image, audio"),
     ("audio.augment.gain_p=1.5", "audio.augment.gain_p=1.5: must be <= 1"),
     ("audio.augment.gain_db=[6,-6]", "expected [low, high]"),
+    ("trainer.strategy=ddpp", "trainer.strategy='ddpp' is not a Lightning strategy. Did you mean 'ddp'?"),
+    ("trainer.devices=0", "trainer.devices=0: expected a count"),
 ])
 def test_impossible_values_are_refused_before_a_run_folder_exists(override, message, demo_photos, tmp_path, capsys):
     out = tmp_path / "out"
@@ -286,9 +288,14 @@ def test_two_process_ddp_fit_writes_one_run_folder_and_resumes(demo_photos: Path
     import subprocess
     import sys
 
+    from birdvision.models import create_model
+
+    weights = tmp_path / "tiny.pth"  # 'pretrained' weights, so the head-only warm-up (frozen backbone) runs under DDP
+    torch.save(create_model("test_tiny", 10).state_dict(), weights)
     out = tmp_path / "out"
     args = [sys.executable, "-m", "birdvision.fit", *fit_args(demo_photos, out, "trainer.accelerator=cpu",
-                                                            "trainer.devices=2", "trainer.strategy=ddp")]
+                                                            "trainer.devices=2", "trainer.strategy=ddp",
+                                                            f"model.weights_path={weights}", "finetune.warmup_epochs=1")]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
