@@ -180,7 +180,9 @@ class DataConfig:
     num_workers: int = bounded(2, ge=0, le=256)
     valid_fraction: float = bounded(0.15, ge=0, lt=1)  # used only when the data has no fixed splits
     test_fraction: float = bounded(0.15, ge=0, lt=1)
-    max_per_class: int | None = bounded(None, ge=1)  # cap samples per class and split (quick experiments)
+    max_per_class: int | None = bounded(None, ge=1)
+    balance: str = bounded("none", choices=("none", "sampler", "loss"))  # imbalanced training split: see data/balance.py
+    balance_beta: float = bounded(0.999, gt=0, lt=1)  # balance=loss: effective-number beta  # cap samples per class and split (quick experiments)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

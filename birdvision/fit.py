@@ -20,12 +20,14 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
+from torch.utils.data import Sampler
 
 from birdvision import __version__
 from birdvision.artifacts import atomic_path, write_json
 from birdvision.checkpoint import read_checkpoint
 from birdvision.config import ConfigError, FitConfig, parse_cli, save_config, to_yaml
 from birdvision.console import console, run_cli, setup_logging
+from birdvision.data.balance import balanced_sampler, class_counts, effective_number_weights
 from birdvision.data.datamodule import BirdDataModule
 from birdvision.data.manifest import manifest_digest, write_manifest
 from birdvision.data.pipeline import Pipeline, build_pipeline
@@ -119,7 +121,27 @@ def choose_precision(requested: str | None) -> str:
     return "32-true"
 
 
-def build_module(cfg: DictConfig, pipe: Pipeline, digest: str, *, load_weights: bool = True) -> BirdClassifier:
+def class_balance(cfg: DictConfig, pipe: Pipeline) -> tuple[list[float] | None, Sampler | None, dict]:
+    """``data.balance``: loss weights or a training sampler, and what the summary says about them."""
+    mode = cfg.data.balance
+    if mode == "none":
+        return None, None, {"balance": "none"}
+    labels = pipe.datasets["train"].labels
+    counts = class_counts(labels, pipe.classes)
+    info = {"balance": mode, "balance/train_min_count": min(counts), "balance/train_max_count": max(counts)}
+    if mode == "loss":
+        weights = effective_number_weights(counts, cfg.data.balance_beta)
+        info.update({"balance/beta": cfg.data.balance_beta, "balance/weight_min": min(weights),
+                     "balance/weight_max": max(weights)})
+        log.info("data.balance=loss: class weights %.3f..%.3f (effective number, beta %g; counts %d..%d)",
+                 min(weights), max(weights), cfg.data.balance_beta, min(counts), max(counts))
+        return weights, None, info
+    log.info("data.balance=sampler: each class drawn equally often (train counts %d..%d)", min(counts), max(counts))
+    return None, balanced_sampler(labels, counts), info
+
+
+def build_module(cfg: DictConfig, pipe: Pipeline, digest: str, *, load_weights: bool = True,
+                 class_weights: list[float] | None = None) -> BirdClassifier:
     """The LightningModule for this config and data; pretrained weights are read here, before training
     (not when resuming: the checkpoint holds every weight)."""
     m, o = cfg.model, cfg.optim
@@ -140,6 +162,7 @@ def build_module(cfg: DictConfig, pipe: Pipeline, digest: str, *, load_weights: 
         label_smoothing=o.label_smoothing, backbone_lr_scale=scale,
         warmup_epochs=warmup, channels_last=m.channels_last,
         preprocess=pipe.preprocess, manifest_digest=digest, recipe=cfg.recipe, load_weights=load_weights,
+        class_weights=class_weights,
     )
 
 
@@ -195,12 +218,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, enable_progress: bool = Tru
 
 
 def _fit_with_trainer(cfg: DictConfig, module: BirdClassifier, pipe: Pipeline, run_dir: Path,
-                      resume_ckpt: Path | None) -> dict:
+                      resume_ckpt: Path | None, sampler: Sampler | None = None) -> dict:
     """Staged fine-tuning with Lightning, then the best checkpoint on test; returns summary entries."""
     dm = BirdDataModule(
         pipe.datasets, batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
         num_workers=cfg.data.num_workers, batch_transform=pipe.batch_transform,
-        train_batch_transform=pipe.train_batch_transform,
+        train_batch_transform=pipe.train_batch_transform, train_sampler=sampler,
     )
     trainer, best_cb = build_trainer(cfg, run_dir)
     if trainer.world_size > 1:
@@ -319,7 +342,8 @@ def run(cfg: DictConfig) -> dict:
     digest = manifest_digest(pipe.samples)
     if resume is not None:
         _check_resume_matches(resume, pipe)
-    module = build_module(cfg, pipe, digest, load_weights=resume is None)
+    class_weights, sampler, balance_info = class_balance(cfg, pipe)
+    module = build_module(cfg, pipe, digest, load_weights=resume is None, class_weights=class_weights)
 
     if not _is_rank_zero():
         # A DDP rank that Lightning launched from rank zero's process: rank zero chose the run
@@ -328,7 +352,7 @@ def run(cfg: DictConfig) -> dict:
         if not shared:
             raise RunError(f"DDP rank without {RUN_DIR_ENV}: launch birdvision.fit once, with trainer.devices=N "
                            "(Lightning starts the other ranks)")
-        return _run_in(cfg, Path(shared), pipe, digest, module, resume)
+        return _run_in(cfg, Path(shared), pipe, digest, module, resume, sampler, balance_info)
     if resume is not None and resume.run_dir is not None:
         run_dir = resume.run_dir
     else:
@@ -338,7 +362,7 @@ def run(cfg: DictConfig) -> dict:
     with run_lock(run_dir):
         os.environ[RUN_DIR_ENV] = str(run_dir)  # the ranks Lightning launches from this process share it
         try:
-            return _run_in(cfg, run_dir, pipe, digest, module, resume)
+            return _run_in(cfg, run_dir, pipe, digest, module, resume, sampler, balance_info)
         finally:
             os.environ.pop(RUN_DIR_ENV, None)
 
@@ -365,7 +389,7 @@ def _prepare_run_dir(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str
         write_json(run_dir / "classes.json", pipe.classes)
 
 def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module: BirdClassifier,
-            resume: Resume | None) -> dict:
+            resume: Resume | None, sampler: Sampler | None = None, balance_info: dict | None = None) -> dict:
     resume_ckpt = resume.ckpt if resume is not None else None
     writer = _is_rank_zero()
     if writer:
@@ -385,6 +409,7 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
         "manifest_digest": digest,
         "birdvision_version": __version__,
     }
+    summary.update(balance_info or {})
     if resume_ckpt is not None:
         summary["resumed_from"] = str(resume_ckpt)
     t0 = time.time()
@@ -408,7 +433,7 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
             log.info("head initialised on cached embeddings: train acc %.4f, valid acc %.4f (l2 %g)",
                      probe["train/acc"], probe.get("val/acc", float("nan")), probe["head/l2"])
             summary.update({f"head_init/{k.replace('/', '_')}": v for k, v in probe.items() if k.endswith("/acc")})
-        summary.update(_fit_with_trainer(cfg, module, pipe, run_dir, resume_ckpt))
+        summary.update(_fit_with_trainer(cfg, module, pipe, run_dir, resume_ckpt, sampler))
     if not writer:
         return summary  # evaluation, summary and report: once, by rank zero
     summary["fit_seconds"] = round(time.time() - t0, 1)

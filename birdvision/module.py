@@ -85,6 +85,7 @@ class BirdClassifier(L.LightningModule):
         manifest_digest: str = "",
         recipe: str = "",
         temperature: float = 1.0,
+        class_weights: list[float] | None = None,
         load_weights: bool = True,
     ) -> None:
         """``load_weights=False`` builds the network without reading pretrained weights (a checkpoint
@@ -105,6 +106,11 @@ class BirdClassifier(L.LightningModule):
         self.test_metrics = _metrics(n).clone(prefix="test/")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        if class_weights is not None and len(class_weights) != n:
+            raise ValueError(f"class_weights has {len(class_weights)} entries for {n} classes")
+        # Training loss only: validation and test losses stay comparable across balance settings.
+        self.register_buffer("class_weights", torch.tensor(class_weights, dtype=torch.float32)
+                             if class_weights is not None else None, persistent=False)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
@@ -134,7 +140,8 @@ class BirdClassifier(L.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, loss_metric: MeanMetric):
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        weight = self.class_weights if self.training else None
+        loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=self.hparams.label_smoothing)
         loss_metric.update(loss.detach(), weight=y.numel())
         metrics.update(logits.detach(), y)
         return loss

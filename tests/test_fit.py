@@ -231,7 +231,7 @@ def test_head_init_from_embeddings_starts_fine_tuning_from_a_fitted_head(demo_ph
 
     seen = {}
 
-    def fake_trainer_fit(cfg, module, pipe, run_dir, resume_ckpt):
+    def fake_trainer_fit(cfg, module, pipe, run_dir, resume_ckpt, sampler=None):
         seen["head"] = module.net.classifier[1].weight.detach().clone()
         seen["module"] = module
         return {"best_checkpoint": str(run_dir / "none.ckpt"), "epochs_completed": 0}

@@ -11,7 +11,7 @@ import os
 import lightning as L
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class BirdDataModule(L.LightningDataModule):
@@ -26,6 +26,7 @@ class BirdDataModule(L.LightningDataModule):
         num_workers: int = 2,
         batch_transform: nn.Module | None = None,
         train_batch_transform: nn.Module | None = None,
+        train_sampler: Sampler | None = None,
     ) -> None:
         super().__init__()
         self.datasets = datasets
@@ -34,13 +35,15 @@ class BirdDataModule(L.LightningDataModule):
         self.num_workers = min(num_workers, os.cpu_count() or 1) if num_workers > 0 else 0
         self.batch_transform = batch_transform
         self.train_batch_transform = train_batch_transform
+        self.train_sampler = train_sampler
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.datasets[split]
         return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and self.train_sampler is None,
+            sampler=self.train_sampler if train else None,
             drop_last=train and len(ds) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -144,6 +144,11 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def labels(self) -> list[int]:
+        """The class index of every item, in order (for samplers)."""
+        return [self.class_to_idx[s.label] for s in self.samples]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         for k in range(len(self.samples)):
             j = (i + k) % len(self.samples)

@@ -208,6 +208,11 @@ class AudioWindowDataset(Dataset):
         self._label_index = [index[s.label] for s in self.samples]
         self._init_worker_state()
 
+    @property
+    def labels(self) -> list[int]:
+        """The class index of every item (window, or window channel), in order (for samplers)."""
+        return [self._label_index[i] for i, _ in self.items]
+
     # -- per-process state (never pickled) ------------------------------------------------------------
 
     def _init_worker_state(self) -> None:
