@@ -7,6 +7,7 @@ same folder and renamed over the target, which POSIX guarantees to be atomic.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -18,22 +19,140 @@ from typing import Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+# errno -> what a user should read when a write fails (the only OSErrors turned into one-line errors).
+WRITE_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "the file is too large for this file system",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+
+
+class OutputError(OSError):
+    """An output path that cannot be written: a folder where a file belongs (or the reverse),
+    a read-only or full disk. An ``OSError``, so code that already handles write failures still does."""
+
+
+def write_error(e: OSError, path: str | os.PathLike | None = None) -> OutputError | None:
+    """A one-line :class:`OutputError` for a failed write of ``path``, or None when ``e`` is not a failure
+    of space or permission (:data:`WRITE_ERRNOS`). Without ``path`` the error's own file is named."""
+    if isinstance(e, OutputError):
+        return e
+    if e.errno not in WRITE_ERRNOS:
+        return None
+    reason = f"{WRITE_ERRNOS[e.errno]} ({e.strerror or os.strerror(e.errno)})"
+    if path is not None:
+        text = f"cannot write {path}: {reason}"
+    else:  # raised somewhere else: it may be a read, so no verb is assumed
+        text = f"{e.filename}: {reason}" if e.filename is not None else reason
+    out = OutputError(text)
+    out.errno = e.errno
+    return out
+
+
+def _existing_ancestor(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _probe_folder(folder: Path, what: str) -> None:
+    """Create and remove a hidden file in ``folder``: the one honest test of writability (ACLs, read-only
+    mounts, root squash all answer it)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".birdvision-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        reason = WRITE_ERRNOS.get(e.errno or 0, e.strerror or str(e))
+        raise OutputError(f"{what} cannot be written: {reason} in {folder}") from None
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on this platform / file system
+        return
+    if st.f_blocks > 0 and st.f_bavail == 0:  # a real file system reporting no space left for us
+        raise OutputError(f"{what} cannot be written: the disk is full (0 bytes free in {folder})")
+
+
+def check_output_dir(path: str | os.PathLike, *, key: str = "output_dir") -> Path:
+    """Refuse, before any work, an output folder that cannot be written; creates nothing.
+
+    ``key`` names the option in the message (``output_dir=PATH is a file, not a folder``).
+    """
+    p = Path(path).expanduser()
+    what = f"{key}={p}"
+    with _stat_errors(what):
+        if p.exists() and not p.is_dir():
+            raise OutputError(f"{what} is a file, not a folder")
+        base = _existing_ancestor(p)
+        if not base.is_dir():
+            raise OutputError(f"{what} cannot be created: {base} is a file, not a folder")
+        _probe_folder(base, what)
+    return p
+
+
+def check_output_file(path: str | os.PathLike, *, key: str = "output", label: str | None = None) -> Path:
+    """Refuse, before any work, an output file path that cannot be written (a folder, a path under a file,
+    a read-only folder); creates nothing. Messages start with ``key=PATH``, or with ``label`` when given."""
+    p = Path(path).expanduser()
+    what = label or f"{key}={p}"
+    if str(path).strip() == "" or p.name in ("", ".", ".."):
+        raise OutputError(f"{key}={path!r} is not a file name")
+    with _stat_errors(what):
+        if p.is_dir():
+            raise OutputError(f"{what} is a folder; give a file path such as {p / 'NAME'}")
+        if p.exists() and not p.is_file():
+            raise OutputError(f"{what} exists and is not a regular file")
+        base = _existing_ancestor(p.parent)
+        if not base.is_dir():
+            raise OutputError(f"{what} cannot be created: {base} is a file, not a folder")
+        _probe_folder(base, what)
+    return p
+
+
+@contextlib.contextmanager
+def _stat_errors(what: str) -> Iterator[None]:
+    """Looking at a path can fail too (a folder we may not enter): one line, like a failed write."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as e:
+        reason = WRITE_ERRNOS.get(e.errno or 0, e.strerror or str(e))
+        raise OutputError(f"{what} cannot be written: {reason} ({e.filename})") from None
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` on success.
 
-    On an exception the temporary file is removed and ``target`` is left untouched.
+    On an exception the temporary file is removed and ``target`` is left untouched. A write
+    that fails for want of space or permission (:data:`WRITE_ERRNOS`) becomes an
+    :class:`OutputError` naming ``target``, not the temporary file.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise (write_error(e, target) or e) from None
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; artefacts should read like any file
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as e:
+        # Only failures of this write are renamed (no file named, or the temporary / target path);
+        # an error about another file raised inside the block passes through unchanged.
+        if e.filename not in (None, str(tmp_path), str(target)):
+            raise
+        raise (write_error(e, target) or e) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

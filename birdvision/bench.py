@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from birdvision.artifacts import write_json
-from birdvision.checkpoint import CheckpointError
+from birdvision.artifacts import OutputError, check_output_dir, check_output_file, write_json
+from birdvision.checkpoint import CheckpointError, checkpoint_meta
 from birdvision.config import ConfigError, parse_cli
 from birdvision.console import console, run_cli, setup_logging
 from birdvision.data.manifest import ManifestError
 from birdvision.exporting import ExportError, ParityError
-from birdvision.runs import RunError
+from birdvision.runs import RunError, find_checkpoint
 from birdvision.timing import Timing, paired_ratio, pin_threads, sample
 
 log = logging.getLogger("birdvision.bench")
@@ -45,7 +45,7 @@ ENGINE_FILES = {"ort_fp32": "model.onnx", "ort_bare": "model.bare.onnx", "ort_in
                 "ort_fp16": "model.fp16.onnx"}
 ENGINE_PARITY = {"ort_fp32": "parity.json", "ort_bare": "parity.bare.json", "ort_int8": "parity.int8.json",
                  "ort_fp16": "parity.fp16.json"}
-USER_ERRORS = (ConfigError, ExportError, CheckpointError, RunError, ManifestError)
+USER_ERRORS = (ConfigError, ExportError, CheckpointError, RunError, ManifestError, OutputError)
 
 
 @dataclass
@@ -62,6 +62,22 @@ class BenchConfig:
     isolate: bool = True  # each engine in its own subprocess
     export_dir: str | None = None  # where exports live or are made; default <run>/export
     output: str | None = None  # bench.json path; default beside the exports
+
+
+MAX_BATCH = 4096
+
+
+def check_options(cfg: Any) -> tuple[str, ...]:
+    """Ranges the schema's types cannot express, checked before any model is read; returns the engines."""
+    for key, lo, hi in (("threads", 1, 1024), ("batch", 1, MAX_BATCH), ("iters", 1, 1_000_000), ("rounds", 1, 1000)):
+        v = getattr(cfg, key)
+        if not lo <= v <= hi:
+            raise ConfigError(f"{key}={v}: expected an integer in [{lo}, {hi}]")
+    engines = tuple(e.strip() for e in str(cfg.engines).split(",") if e.strip())
+    bad = [e for e in engines if e not in ENGINES]
+    if bad or not engines:
+        raise ConfigError(f"engines={cfg.engines!r}: unknown engine(s) {bad or ['(none)']}; valid: {', '.join(ENGINES)}")
+    return engines
 
 
 # ----------------------------------------------------------------------------- timing one engine
@@ -84,7 +100,7 @@ def _calls(engine: str, target: str, batch_sizes: tuple[int, ...], threads: int)
     if engine == "torch":
         import torch
 
-        from birdvision.checkpoint import checkpoint_meta, load_classifier
+        from birdvision.checkpoint import load_classifier
         from birdvision.exporting.graphs import net_input_shape
 
         meta = checkpoint_meta(target)
@@ -229,6 +245,32 @@ def time_isolated(engine: str, target: str, *, batch_sizes: tuple[int, ...], thr
 # ----------------------------------------------------------------------------- one checkpoint
 
 
+def _json_record(path: Path) -> dict[str, Any] | None:
+    """A JSON object written beside the exports, or None when missing or damaged (logged)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
+        log.warning("ignoring damaged %s (%s)", path, str(e)[:120])
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _loads(path: Path) -> bool:
+    """Whether an earlier export's file still opens as a birdvision export (else it is exported again)."""
+    from birdvision.exporting.runtime import open_export
+
+    if not path.is_file():
+        return False
+    try:
+        open_export(path, spinning=False)
+    except CheckpointError as e:
+        log.warning("exporting again: %s", e)
+        return False
+    return True
+
+
 def _export_for(ckpt: Path, export_dir: Path, engines: list[str]) -> None:
     """Export what the engines need, unless ``export_dir`` already holds this checkpoint's export."""
     from birdvision.exporting.options import ExportConfig
@@ -236,8 +278,8 @@ def _export_for(ckpt: Path, export_dir: Path, engines: list[str]) -> None:
 
     need = [ENGINE_FILES[e] for e in engines if e in ENGINE_FILES]
     info = export_dir / "export.json"
-    same = info.is_file() and json.loads(info.read_text()).get("checkpoint") == str(ckpt)
-    if same and all((export_dir / n).is_file() for n in need):
+    same = (_json_record(info) or {}).get("checkpoint") == str(ckpt)  # a damaged record means: export again
+    if same and all(_loads(export_dir / n) for n in need):
         return
     fmts = ["onnx"] + [f for f, e in (("int8", "ort_int8"), ("fp16", "ort_fp16")) if e in engines]
     cfg = ExportConfig(ckpt=str(ckpt), format=",".join(fmts), output_dir=str(export_dir))
@@ -261,16 +303,15 @@ def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[st
     ``preprocess_overhead``) are paired by round (:func:`birdvision.timing.paired_ratio`):
     engines take turns, so each ratio compares calls made seconds apart under the same load.
     """
-    from birdvision.checkpoint import checkpoint_meta
     from birdvision.exporting.samples import run_dir_of
-    from birdvision.runs import find_checkpoint
 
     bad = [e for e in engines if e not in ENGINES]
     if bad:
         raise ConfigError(f"unknown engine(s) {bad}; valid: {', '.join(ENGINES)}")
     ck = find_checkpoint(ckpt)
-    meta = checkpoint_meta(ck)
     out_dir = Path(export_dir) if export_dir else run_dir_of(ck) / "export"
+    check_output_dir(out_dir, key="export_dir")
+    meta = checkpoint_meta(ck)
     _export_for(ck, out_dir, list(engines))
     sizes = (1, batch)
     rows: dict[str, dict[str, Any]] = {}
@@ -288,8 +329,8 @@ def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[st
         if e == "ort_fp16" and not _fp16_supported():
             rows[e] = row | {"skipped": "no FP16 provider (CPU)"}
             continue
-        if e in ENGINE_PARITY and (out_dir / ENGINE_PARITY[e]).is_file():
-            rep = json.loads((out_dir / ENGINE_PARITY[e]).read_text())
+        rep = _json_record(out_dir / ENGINE_PARITY[e]) if e in ENGINE_PARITY else None
+        if rep is not None:
             row |= {"acc": rep.get("acc_export"), "acc_torch": rep.get("acc_torch"), "parity_n": rep.get("n")}
         rows[e], targets[e] = row, target
     timer = time_interleaved if isolate else time_inprocess
@@ -367,9 +408,11 @@ def device_name() -> str:
 def benchmark_export(path: str | Path, *, threads: int = 2, batch: int = 16, iters: int = 30,
                      isolate: bool = True, rounds: int = 3) -> dict[str, Any]:
     """Time one exported file alone (no checkpoint at hand)."""
+    from birdvision.exporting.runtime import open_export
+
     p = Path(path)
-    if not p.is_file():
-        raise RunError(f"{p} does not exist")
+    session, _ = open_export(p)  # one clear line for a missing, damaged or foreign file, before any timing
+    del session
     timer = time_isolated if isolate else time_engine
     t = timer("ort_file", str(p), batch_sizes=(1, batch), threads=threads, iters=iters, rounds=rounds)
     row = {"file": p.name, "mb": round(p.stat().st_size / 1e6, 2), "median_ms": t["1"]["median_ms"],
@@ -403,19 +446,14 @@ def engine_table(result: dict[str, Any]):
 def compare_runs(targets: list[str], *, threads: int = 2, iters: int = 30, isolate: bool = True, rounds: int = 4,
                  engines: tuple[str, ...] = ("torch", "ort_fp32", "ort_int8")) -> dict[str, Any]:
     """The study table: per run, model, accuracy, weights MB and ms per image, all on this device."""
-    from birdvision.checkpoint import checkpoint_meta
     from birdvision.exporting.samples import run_dir_of
-    from birdvision.runs import find_checkpoint
 
     rows = []
     for target in targets:
         ck = find_checkpoint(target)
         res = benchmark_checkpoint(ck, engines=engines, threads=threads, iters=iters, isolate=isolate, rounds=rounds)
-        summary = run_dir_of(ck) / "summary.json"
-        acc = None
-        if summary.is_file():
-            s = json.loads(summary.read_text())
-            acc = s.get("test/acc", s.get("val/acc_best"))
+        s = _json_record(run_dir_of(ck) / "summary.json") or {}
+        acc = s.get("test/acc", s.get("val/acc_best"))
         meta = checkpoint_meta(ck)
         e = res["engines"]
         rows.append({
@@ -451,8 +489,20 @@ def compare_table(result: dict[str, Any]):
 def run(cfg: Any) -> int:
     """Benchmark one model or compare several; print the table and write ``bench.json``."""
     setup_logging()
-    engines = tuple(e.strip() for e in str(cfg.engines).split(",") if e.strip())
+    engines = check_options(cfg)
+    if cfg.output:
+        check_output_file(cfg.output)
     if cfg.compare:
+        if not cfg.output:
+            check_output_file("bench.json")
+        from birdvision.exporting.samples import run_dir_of
+
+        for target in cfg.compare:  # every run is readable before the first one is timed
+            ck = find_checkpoint(target)
+            checkpoint_meta(ck)
+            summary = run_dir_of(ck) / "summary.json"
+            if summary.is_file() and _json_record(summary) is None:
+                raise RunError(f"{summary} is damaged (not a JSON object); repair or remove it, then compare again")
         result = compare_runs(list(cfg.compare), threads=cfg.threads, iters=cfg.iters, isolate=cfg.isolate,
                               rounds=cfg.rounds,
                               engines=tuple(e for e in engines if e in ("torch", "ort_fp32", "ort_int8")))
@@ -460,6 +510,8 @@ def run(cfg: Any) -> int:
         out = Path(cfg.output) if cfg.output else Path("bench.json")
     elif cfg.model:
         if Path(cfg.model).suffix in (".onnx", ".ort"):
+            if not cfg.output:
+                check_output_file(Path(cfg.model).parent / "bench.json")
             result = benchmark_export(cfg.model, threads=cfg.threads, batch=cfg.batch, iters=cfg.iters,
                                       isolate=cfg.isolate, rounds=cfg.rounds)
             out = Path(cfg.output) if cfg.output else Path(cfg.model).parent / "bench.json"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from birdvision.artifacts import write_text
+from birdvision.artifacts import OutputError, check_output_dir, write_text
 from birdvision.checkpoint import load_classifier, read_checkpoint
 from birdvision.config import ConfigError, parse_cli
 from birdvision.console import console, run_cli, setup_logging
@@ -28,7 +29,7 @@ from birdvision.timing import measure, pin_threads
 
 log = logging.getLogger("birdvision.compare")
 
-USER_ERRORS = (ConfigError, RunError)
+USER_ERRORS = (ConfigError, RunError, OutputError)
 COLUMNS = ["model", "recipe", "backbone", "mode", "best_val_acc", "test_acc", "test_source", "params_m", "weights_mb",
            "input", "ms_per_image", "ms_p90", "run"]
 
@@ -43,6 +44,22 @@ class CompareConfig:
     iters: int = 20  # timed calls per model (after 3 warm-up calls)
     min_seconds: float = 1.0  # keep timing each model at least this long
     device: str = "cpu"  # cpu | cuda
+
+
+def check_options(cfg: Any) -> None:
+    """Ranges the schema's types cannot express, checked before any run is read; a bad value names its key."""
+    if not 0 <= cfg.threads <= 1024:
+        raise ConfigError(f"threads={cfg.threads}: expected an integer in [0, 1024] (0 = all cores)")
+    if not 1 <= cfg.iters <= 1_000_000:
+        raise ConfigError(f"iters={cfg.iters}: expected an integer in [1, 1000000]")
+    if not (math.isfinite(cfg.min_seconds) and 0 <= cfg.min_seconds <= 3600):
+        raise ConfigError(f"min_seconds={cfg.min_seconds}: expected seconds in [0, 3600]")
+    try:
+        dev = torch.device(cfg.device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={cfg.device!r}: expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device}: CUDA is not available on this machine")
 
 
 # ----------------------------------------------------------------------------- finding runs
@@ -94,11 +111,24 @@ def resolve_runs(spec: str) -> list[Path]:
 
 
 def _read_json(p: Path) -> dict:
+    """A run's JSON record, {} when it does not exist; a damaged one is an error (its numbers would be lost)."""
+    if not p.exists():
+        return {}
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
+        raise RunError(f"{p} is damaged ({str(e)[:120]}); repair or remove it, then compare again") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{p} is damaged (a JSON {type(data).__name__}, not an object); repair or remove it")
+    return data
+
+
+def check_run(run: Path) -> None:
+    """Everything :func:`model_row` reads from a run, read once up front so a damaged run stops the
+    comparison before any model is timed."""
+    read_checkpoint(find_checkpoint(run))
+    _read_json(run / "summary.json")
+    _read_json(run / "eval" / "metrics.json")
 
 
 def example_input(preprocess: dict[str, Any]) -> torch.Tensor:
@@ -172,6 +202,9 @@ def _busy_note() -> str:
 def compare(runs: list[Path], output_dir: str | Path, *, threads: int = 0, iters: int = 20,
             min_seconds: float = 1.0, device: str = "cpu") -> list[dict[str, Any]]:
     """Rows for ``runs`` (timed one after the other), written as ``compare.md`` and ``compare.csv``."""
+    out = check_output_dir(output_dir)
+    for run in runs:
+        check_run(run)
     n = threads or os.cpu_count() or 1
     pin_threads(n)
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -181,7 +214,6 @@ def compare(runs: list[Path], output_dir: str | Path, *, threads: int = 0, iters
     for run in runs:
         log.info("timing %s", run)
         rows.append(model_row(run, device=dev, iters=iters, min_seconds=min_seconds))
-    out = Path(output_dir)
     write_text(out / "compare.csv", csv_text(rows, COLUMNS))
     env = f"{torch.__version__}, {dev.type}, {n} thread(s), batch 1, eager, median of >= {iters} calls"
     shown = [c for c in COLUMNS if c not in ("run", "recipe")]
@@ -201,6 +233,8 @@ def run(cfg: Any) -> list[dict[str, Any]]:
     setup_logging()
     if not cfg.runs:
         raise ConfigError("runs=DIR[,DIR...] is required (run folders, or folders holding recipe/timestamp runs)")
+    check_options(cfg)
+    check_output_dir(cfg.output_dir)
     rows = compare(resolve_runs(cfg.runs), cfg.output_dir, threads=cfg.threads, iters=cfg.iters,
                    min_seconds=cfg.min_seconds, device=cfg.device)
     from rich.table import Table

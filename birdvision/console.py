@@ -9,6 +9,8 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.logging import RichHandler
 
+from birdvision.artifacts import write_error
+
 console = Console(stderr=True)
 
 
@@ -28,6 +30,11 @@ def run_cli(fn: Callable[[], int | None], user_errors: tuple[type[BaseException]
         return int(fn() or 0)
     except user_errors as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a write that failed for want of space or permission, wherever it happened
+        if (err := write_error(e)) is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

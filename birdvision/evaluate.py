@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from birdvision.artifacts import write_json, write_text
+from birdvision.artifacts import OutputError, check_output_dir, check_output_file, write_json, write_text
 from birdvision.checkpoint import load_classifier, read_checkpoint, set_temperature
 from birdvision.config import ConfigError, parse_cli
 from birdvision.console import console, run_cli, setup_logging
-from birdvision.data.manifest import SPLITS, ManifestError, Sample
+from birdvision.data.images import ImageLoadError
+from birdvision.data.manifest import SPLITS, ManifestError, Sample, manifest_digest
 from birdvision.data.pipeline import batch_transform_for, eval_dataset
 from birdvision.data.sources import DataSourceError, discover, from_manifest
 from birdvision.reports import calibration as cal
@@ -43,7 +44,7 @@ class EvaluationError(ValueError):
 
 
 PRED_COLUMNS = ["item", "true", "predicted", "confidence", "loss"]
-USER_ERRORS = (ConfigError, RunError, DataSourceError, ManifestError, EvaluationError)
+USER_ERRORS = (ConfigError, RunError, DataSourceError, ManifestError, EvaluationError, OutputError, ImageLoadError)
 
 
 @dataclass
@@ -61,6 +62,22 @@ class EvaluateConfig:
     top_losses: int = 16  # images in the top-losses grid
     device: str = "auto"  # auto | cpu | cuda
     report: bool = True  # rewrite RUN/report.html afterwards (checkpoints inside a run folder only)
+
+
+MAX_BATCH = 4096
+
+
+def check_options(*, split: str, batch_size: int, num_workers: int, top_losses: int, device: str) -> None:
+    """Ranges the schema's types cannot express, checked before anything is read; a bad value names its key."""
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ConfigError(f"batch_size={batch_size}: expected an integer in [1, {MAX_BATCH}]")
+    if not 0 <= num_workers <= 256:
+        raise ConfigError(f"num_workers={num_workers}: expected an integer in [0, 256] (0 = load in this process)")
+    if not 0 <= top_losses <= 1000:
+        raise ConfigError(f"top_losses={top_losses}: expected an integer in [0, 1000]")
+    _device(device)
 
 
 # ----------------------------------------------------------------------------- where things are
@@ -84,13 +101,22 @@ def _run_seed(run: Path | None) -> int:
         import yaml
 
         return int((yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}).get("seed", 42))  # type: ignore[operator]
-    except Exception:  # no run folder, no config, or no seed: the fit default
+    except Exception as e:  # no run folder, no config, or no seed: the fit default
+        if run is not None and (run / "config.yaml").is_file():
+            log.warning("%s is unreadable (%s); splits the manifest leaves open use seed 42",
+                        run / "config.yaml", str(e).splitlines()[0] if str(e) else type(e).__name__)
         return 42
 
 
-def load_samples(ckpt: Path, data: str | None) -> tuple[list[Sample], str]:
-    """Active samples with their splits, and where they came from (for the report)."""
+def load_samples(ckpt: Path, data: str | None, digest: str | None = None) -> tuple[list[Sample], str]:
+    """Active samples with their splits, and where they came from (for the report).
+
+    Without ``data`` the run's own ``manifest.csv`` is read, and it must still be the one the
+    checkpoint was trained on (``digest``, the checkpoint's ``manifest_digest``): a truncated or
+    edited manifest could put training samples in the test split without a word.
+    """
     run = run_dir_of(ckpt)
+    own = data is None
     if data is None:
         if run is None or not (run / "manifest.csv").is_file():
             raise EvaluationError(
@@ -99,12 +125,21 @@ def load_samples(ckpt: Path, data: str | None) -> tuple[list[Sample], str]:
         data = str(run / "manifest.csv")
     p = Path(data).expanduser()
     seed = _run_seed(run)
-    if p.is_file():
-        found = from_manifest(p, valid_fraction=0.15, test_fraction=0.15, seed=seed)
-    elif p.is_dir():
-        found = discover(p, valid_fraction=0.15, test_fraction=0.15, seed=seed)
-    else:
-        raise EvaluationError(f"data={data}: no such manifest file or folder")
+    try:
+        if p.is_file():
+            found = from_manifest(p, valid_fraction=0.15, test_fraction=0.15, seed=seed)
+        elif p.is_dir():
+            found = discover(p, valid_fraction=0.15, test_fraction=0.15, seed=seed)
+        else:
+            raise EvaluationError(f"data={data}: no such manifest file or folder")
+    except UnicodeDecodeError as e:
+        raise EvaluationError(f"{p}: not a text manifest (byte {e.start} is not UTF-8); is the file damaged?") from None
+    if own and digest and manifest_digest(found.samples) != digest:
+        raise EvaluationError(
+            f"{p} is not the manifest {ckpt.name} was trained on (its digest differs from the checkpoint's "
+            f"manifest_digest {digest}): damaged or edited since training. Restore it, or pass data={p} "
+            "to evaluate on it as it is"
+        )
     return found.samples, found.origin
 
 
@@ -113,7 +148,10 @@ def read_class_map(path: str | Path) -> dict[str, str | None]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise EvaluationError(f"class_map={path}: file not found")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise EvaluationError(f"class_map={path}: not a text file (byte {e.start} is not UTF-8)") from None
     if p.suffix.lower() == ".json":
         try:
             obj = json.loads(text)
@@ -177,9 +215,13 @@ def _split_samples(samples: list[Sample], split: str, source: str) -> list[Sampl
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name}: CUDA is not available on this machine")
-    return torch.device(name)
+    return dev
 
 
 @torch.no_grad()
@@ -274,18 +316,27 @@ def evaluate_checkpoint(
     the NLL of its logits) and stored in the checkpoint, so ``predict`` and exports use it.
     Returns the content of ``metrics.json`` plus ``outputs`` (the files written).
     """
-    if split not in SPLITS:
-        raise ConfigError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
+    check_options(split=split, batch_size=batch_size, num_workers=num_workers, top_losses=top_losses, device=device)
     ckpt_path = find_checkpoint(ckpt)
+    out = Path(output_dir) if output_dir is not None else default_output_dir(ckpt_path, split)
+    check_output_dir(out)
+    if calibrate:
+        try:  # the fitted temperature is stored in the checkpoint: find out now, not after the work
+            check_output_dir(ckpt_path.parent, key="ckpt")
+        except OutputError as e:
+            raise OutputError(f"{e}; calibrate=true stores the fitted temperature in the checkpoint "
+                              "(pass calibrate=false to leave it untouched)") from None
     hp = dict(read_checkpoint(ckpt_path)["hyper_parameters"])
     classes: list[str] = list(hp["classes"])
     preprocess: dict[str, Any] = dict(hp["preprocess"] or {})
-    out = Path(output_dir) if output_dir is not None else default_output_dir(ckpt_path, split)
 
-    samples, source = load_samples(ckpt_path, None if data is None else str(data))
+    samples, source = load_samples(ckpt_path, None if data is None else str(data), hp.get("manifest_digest"))
     if class_map is not None:
         samples = apply_class_map(samples, read_class_map(class_map))
     evaluated = _split_samples(samples, split, source)
+    if not any(Path(s.path).is_file() for s in evaluated):
+        raise EvaluationError(f"none of the {len(evaluated)} files of split {split!r} in {source} exists "
+                              f"(first: {evaluated[0].path}); were they moved?")
     check_labels(evaluated, classes, f"split {split!r} of {source}")
     calib = [s for s in samples if s.split == "valid" and s.active] if calibrate else []
     check_labels(calib, classes, f"split 'valid' of {source}")
@@ -405,6 +456,9 @@ def run(cfg: Any) -> dict[str, Any]:
         raise ConfigError("ckpt=PATH is required (a .ckpt file or a run folder)")
     ckpt = find_checkpoint(cfg.ckpt)
     out = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(ckpt, cfg.split)
+    run = run_dir_of(ckpt)
+    if cfg.report and run is not None:
+        check_output_file(run / "report.html", key="report", label=f"report=true: {run / 'report.html'}")
     result = evaluate_checkpoint(
         ckpt, cfg.split, out, cfg.data, class_map=cfg.class_map, calibrate=cfg.calibrate,
         batch_size=cfg.batch_size, num_workers=cfg.num_workers, top_losses=cfg.top_losses, device=cfg.device,
@@ -412,7 +466,6 @@ def run(cfg: Any) -> dict[str, Any]:
     keys = ("split", "items", "top1", "top5", "macro_f1", "ece", "ece_calibrated", "temperature")
     console.print_json(json.dumps({k: result.get(k) for k in keys}))
     console.print(f"evaluation written to {out}")
-    run = run_dir_of(ckpt)
     if cfg.report and run is not None:
         from birdvision.reports.html import write_run_report
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from birdvision.artifacts import OutputError
 from birdvision.checkpoint import CheckpointError
 from birdvision.config import ConfigError, parse_cli, to_yaml
 from birdvision.console import console, run_cli, setup_logging
@@ -22,7 +23,8 @@ from birdvision.runs import RunError
 
 log = logging.getLogger("birdvision.export")
 
-USER_ERRORS = (ConfigError, ExportError, CheckpointError, RunError, ManifestError, DataSourceError, ImageLoadError)
+USER_ERRORS = (ConfigError, ExportError, CheckpointError, RunError, ManifestError, DataSourceError, ImageLoadError,
+               OutputError)
 
 
 def run(cfg) -> int:

@@ -25,7 +25,6 @@ from PIL import Image
 from birdvision.checkpoint import CheckpointError, checkpoint_meta, load_classifier
 from birdvision.data.images import load_rgb
 from birdvision.exporting.graphs import clip_samples, is_audio, mel_frontend
-from birdvision.exporting.metadata import parse_metadata
 from birdvision.exporting.samples import resize_uint8
 from birdvision.runs import find_checkpoint
 
@@ -50,7 +49,10 @@ class Predictor:
         self.classes, self.preprocess, self.temperature = list(classes), dict(preprocess), float(temperature)
         self.metadata = metadata or {}
         self._model, self._input_kind = model, input_kind
-        self._frontend = mel_frontend(self.preprocess) if is_audio(self.preprocess) else None
+        try:
+            self._frontend = mel_frontend(self.preprocess) if is_audio(self.preprocess) else None
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"{source}: its mel frontend spec cannot be built ({e})") from None
         if self._frontend is not None:
             self.input_shape: tuple[int, ...] = (clip_samples(self.preprocess),)
         else:
@@ -181,7 +183,15 @@ class Predictor:
                 return self._model.predict_proba(torch.from_numpy(self._net_inputs(raw))).float().numpy()
         feed = raw if self._input_kind in ("uint8_nhwc", "waveform") else self._net_inputs(raw)
         name = self._model.get_inputs()[0].name
-        return np.asarray(self._model.run(None, {name: feed})[0], dtype=np.float32)
+        try:
+            out = np.asarray(self._model.run(None, {name: feed})[0], dtype=np.float32)
+        except Exception as e:  # noqa: BLE001 - inputs were checked, so a failure here is the model file's
+            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            raise CheckpointError(f"{self.source}: ONNX Runtime cannot run this model ({first[:200]})") from None
+        if out.shape != (len(raw), len(self.classes)):
+            raise CheckpointError(f"{self.source}: the model returned shape {out.shape} for {len(raw)} inputs, "
+                                  f"but its metadata lists {len(self.classes)} classes")
+        return out
 
 
 def load(path: str | Path, *, threads: int = 0, providers: list[str] | None = None) -> Predictor:
@@ -199,17 +209,9 @@ def load(path: str | Path, *, threads: int = 0, providers: list[str] | None = No
 
 
 def _load_export(p: Path, *, threads: int, providers: list[str] | None) -> Predictor:
-    from birdvision.exporting.runtime import make_session
+    from birdvision.exporting.runtime import open_export
 
-    if not p.is_file():
-        raise CheckpointError(f"exported model {p} does not exist")
-    try:
-        session = make_session(p, threads=threads, providers=providers)
-    except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own exception types
-        raise CheckpointError(f"{p} is not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
-    meta = parse_metadata(dict(session.get_modelmeta().custom_metadata_map))
-    if "classes" not in meta or "preprocess" not in meta or "input_kind" not in meta:
-        raise CheckpointError(f"{p} is not a birdvision export (no classes/preprocess/input_kind in its metadata)")
+    session, meta = open_export(p, threads=threads, providers=providers)
     return Predictor(source=p, engine="onnxruntime", classes=meta["classes"], preprocess=meta["preprocess"],
                      temperature=float(meta.get("temperature", 1.0)), model=session, input_kind=meta["input_kind"],
                      metadata=meta)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 
+from birdvision.artifacts import OutputError
 from birdvision.checkpoint import CheckpointError
 from birdvision.config import ConfigError, parse_cli, to_yaml
 from birdvision.console import console, run_cli, setup_logging
@@ -26,7 +27,7 @@ from birdvision.runs import RunError
 
 log = logging.getLogger("birdvision.predict")
 
-USER_ERRORS = (ConfigError, PredictError, CheckpointError, RunError)
+USER_ERRORS = (ConfigError, PredictError, CheckpointError, RunError, OutputError)
 
 
 def run(cfg) -> int:

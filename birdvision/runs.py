@@ -217,4 +217,6 @@ def find_checkpoint(path: str | Path) -> Path:
         if ck:
             return ck
         raise RunError(f"{p} has no checkpoints (expected {p / CHECKPOINTS}/*.ckpt)")
+    if p.exists():
+        raise RunError(f"checkpoint {p} is not a regular file")
     raise RunError(f"checkpoint {p} does not exist")

@@ -102,7 +102,7 @@ def test_failed_parity_exits_1_and_leaves_no_good_file(run_dir, tmp_path, monkey
 
 
 def test_thresholds_are_configurable(run_dir, tmp_path):
-    assert main([f"ckpt={run_dir}", "format=onnx", f"output_dir={tmp_path}", "parity.fp32_max_abs_diff=-1"]) == 1
+    assert main([f"ckpt={run_dir}", "format=onnx", f"output_dir={tmp_path}", "parity.fp32_max_abs_diff=0"]) == 1
     assert (tmp_path / "model.FAILED.onnx").is_file() and (tmp_path / "model.bare.FAILED.onnx").is_file()
 
 

@@ -6,6 +6,7 @@ import csv
 import fcntl
 import json
 import os
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -246,7 +247,7 @@ def test_lightning_loader_does_not_unpickle_code(tmp_path: Path):
 
     marker = tmp_path / "pwned"
     torch.save({"hyper_parameters": _RunsCodeOnLoad(marker), "state_dict": {}}, tmp_path / "evil.ckpt")
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError):
         BirdClassifier.load_from_checkpoint(tmp_path / "evil.ckpt")
     assert not marker.exists()
 

@@ -14,6 +14,7 @@ from typing import Any
 import onnx
 
 from birdvision import __version__
+from birdvision.checkpoint import CheckpointError, check_meta
 
 # input_kind tells a reader what the graph's single input is.
 INPUT_KINDS = {
@@ -54,15 +55,70 @@ def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> onnx.ModelProt
     return model
 
 
-def parse_metadata(raw: dict[str, str]) -> dict[str, Any]:
-    """Metadata strings -> values (classes list, preprocess dict, temperature float)."""
+def parse_metadata(raw: dict[str, str], source: str | Path = "the model") -> dict[str, Any]:
+    """Metadata strings -> values (classes list, preprocess dict, temperature float).
+
+    A value that does not parse is a :class:`~birdvision.checkpoint.CheckpointError` naming ``source``.
+    """
     out: dict[str, Any] = dict(raw)
     for k in JSON_KEYS:
         if k in out:
-            out[k] = json.loads(out[k])
+            try:
+                out[k] = json.loads(out[k])
+            except (json.JSONDecodeError, TypeError, RecursionError) as e:
+                raise CheckpointError(f"{source}: metadata {k!r} is not valid JSON ({e})") from None
     if "temperature" in out:
-        out["temperature"] = float(out["temperature"])
+        try:
+            out["temperature"] = float(out["temperature"])
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{source}: metadata 'temperature'={out['temperature']!r} is not a number") from None
     return out
+
+
+# The graph input each input_kind promises: element type, then the dims after the batch axis
+# (None where the spec does not fix it).
+def _expected_input(kind: str, meta: dict[str, Any]) -> tuple[str, tuple[int | None, ...]]:
+    pre = meta["preprocess"]
+    if kind == "uint8_nhwc":
+        s = int(pre["size"])
+        return "tensor(uint8)", (s, s, 3)
+    if kind == "float_nchw":
+        s = int(pre["size"])
+        return "tensor(float)", (None, s, s)
+    if kind == "waveform":
+        return "tensor(float)", (int(round(float(pre["clip_seconds"]) * int(pre["sample_rate"]))),)
+    return "tensor(float)", (None, int(pre["mel"]["n_mels"]), None)  # mel
+
+
+def check_export(session: Any, meta: dict[str, Any], source: str | Path) -> None:
+    """Refuse an export whose metadata is missing or impossible, or does not describe its own graph
+    (input type, rank and fixed sizes; output width = number of classes). Raises CheckpointError."""
+    if "classes" not in meta or "preprocess" not in meta or "input_kind" not in meta:
+        raise CheckpointError(f"{source} is not a birdvision export (no classes/preprocess/input_kind in its metadata)")
+    check_meta(meta, source)
+    kind = meta["input_kind"]
+    if kind not in INPUT_KINDS:
+        raise CheckpointError(f"{source}: metadata input_kind={kind!r} (expected one of {', '.join(INPUT_KINDS)})")
+    if (kind in ("waveform", "mel")) != (meta["preprocess"].get("kind") == "audio"):
+        raise CheckpointError(f"{source}: input_kind={kind!r} does not fit a {meta['preprocess'].get('kind', 'image')} "
+                              "preprocessing spec")
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or not outputs:
+        raise CheckpointError(f"{source}: the graph has {len(inputs)} inputs and {len(outputs)} outputs "
+                              "(a birdvision export has one of each)")
+    dtype, dims = _expected_input(kind, meta)
+    inp = inputs[0]
+    shape = list(inp.shape or [])
+    got = f"{inp.type} {shape}"
+    want = f"{dtype} [batch, {', '.join('?' if d is None else str(d) for d in dims)}]"
+    if inp.type != dtype or len(shape) != 1 + len(dims) or any(
+            isinstance(g, int) and w is not None and g != w for g, w in zip(shape[1:], dims, strict=True)):
+        raise CheckpointError(f"{source}: its input {inp.name!r} is {got}, but input_kind={kind!r} means {want}")
+    out_shape = list(outputs[0].shape or [])
+    n = len(meta["classes"])
+    if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != n):
+        raise CheckpointError(f"{source}: its output {outputs[0].name!r} has shape {out_shape}, "
+                              f"but the metadata lists {n} classes ([batch, {n}] expected)")
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -72,4 +128,4 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return parse_metadata(dict(sess.get_modelmeta().custom_metadata_map))
+    return parse_metadata(dict(sess.get_modelmeta().custom_metadata_map), path)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
+
+from birdvision.exporting import ExportError
+
+# 17: the mel frontend's STFT needs it; 23: the newest opset this ONNX Runtime / exporter pair was tested with.
+OPSET_RANGE = (17, 23)
+MAX_BATCH = 4096
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
 @dataclass
@@ -54,3 +63,39 @@ class ExportConfig:
     parity: ParityConfig = field(default_factory=ParityConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
+
+
+def check_options(cfg: Any) -> None:
+    """Ranges the schema's types cannot express, checked before the checkpoint is read; a bad value names its key."""
+    from birdvision.data.manifest import SPLITS
+
+    def num(key: str) -> Any:
+        obj: Any = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def need(key: str, ok: bool, want: str) -> None:
+        if not ok:
+            raise ExportError(f"{key}={num(key)!r}: expected {want}")
+
+    def frac(key: str) -> None:
+        v = num(key)
+        need(key, isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0, "a number in [0, 1]")
+
+    lo, hi = OPSET_RANGE
+    need("opset", lo <= cfg.opset <= hi, f"an ONNX opset in [{lo}, {hi}]")
+    need("threads", 0 <= cfg.threads <= 1024, "an integer in [0, 1024] (0 = ONNX Runtime's default)")
+    for section in ("parity", "calibration"):
+        need(f"{section}.n", 1 <= num(f"{section}.n") <= 1_000_000, "an integer >= 1 (samples; all when fewer)")
+        need(f"{section}.batch_size", 1 <= num(f"{section}.batch_size") <= MAX_BATCH, f"an integer in [1, {MAX_BATCH}]")
+        need(f"{section}.split", num(f"{section}.split") in SPLITS, f"one of {', '.join(SPLITS)}")
+    frac("parity.fp32_min_top1_agreement")
+    frac("parity.max_acc_drop")
+    v = cfg.parity.fp32_max_abs_diff
+    need("parity.fp32_max_abs_diff", isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0,
+         "a probability difference in [0, 1]")
+    if cfg.calibration.method not in CALIBRATION_METHODS:
+        raise ExportError(f"unknown calibration.method {cfg.calibration.method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+    need("tensorrt.max_batch", 1 <= cfg.tensorrt.max_batch <= MAX_BATCH, f"an integer in [1, {MAX_BATCH}]")
+    need("tensorrt.workspace_mb", 1 <= cfg.tensorrt.workspace_mb <= 1 << 20, "megabytes in [1, 1048576]")

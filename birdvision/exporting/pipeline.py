@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from birdvision import __version__
-from birdvision.artifacts import write_json, write_text
+from birdvision.artifacts import check_output_dir, write_json, write_text
 from birdvision.checkpoint import checkpoint_meta, load_classifier
 from birdvision.exporting import FORMATS, ExportError, ParityError, graphs
 from birdvision.exporting.metadata import build_metadata, set_metadata
-from birdvision.exporting.options import ExportConfig
+from birdvision.exporting.options import ExportConfig, check_options
 from birdvision.exporting.parity import Reference, Thresholds, gate, net_inputs_of, reference
 from birdvision.exporting.runtime import make_session
 from birdvision.exporting.samples import input_set, run_dir_of
@@ -65,12 +65,14 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     if not cfg.ckpt:
         raise ExportError("ckpt=PATH is required (a .ckpt file or a run folder)")
     formats = resolve_formats(cfg.format)
+    check_options(cfg)
     ckpt = find_checkpoint(cfg.ckpt)
+    out = Path(cfg.output_dir) if cfg.output_dir else run_dir_of(ckpt) / "export"
+    check_output_dir(out)
     meta = checkpoint_meta(ckpt)
     model = load_classifier(ckpt)
     pre_spec = dict(meta["preprocess"])
     audio = graphs.is_audio(pre_spec)
-    out = Path(cfg.output_dir) if cfg.output_dir else run_dir_of(ckpt) / "export"
     out.mkdir(parents=True, exist_ok=True)
     res = ExportResult(out)
     t0 = time.perf_counter()

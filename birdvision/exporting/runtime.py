@@ -25,3 +25,25 @@ def make_session(path: str | Path, *, threads: int = 0, providers: list[str] | N
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # warnings about unused initializers etc. are noise for users
     return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
+
+
+def open_export(path: str | Path, *, threads: int = 0, providers: list[str] | None = None,
+                spinning: bool = True) -> tuple[Any, dict[str, Any]]:
+    """(session, metadata) of a birdvision export, refusing with one CheckpointError a file that is missing,
+    empty, not ONNX / ORT, truncated, or whose metadata is damaged or does not describe its graph."""
+    from birdvision.checkpoint import CheckpointError
+    from birdvision.exporting.metadata import check_export, parse_metadata
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"exported model {p} does not exist" if not p.exists() else f"{p} is not a file")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p} is empty (0 bytes), not an ONNX model")
+    try:
+        session = make_session(p, threads=threads, providers=providers, spinning=spinning)
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own exception types
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise CheckpointError(f"{p} is not a loadable ONNX model: not ONNX, truncated or damaged ({first[:200]})") from None
+    meta = parse_metadata(dict(session.get_modelmeta().custom_metadata_map), p)
+    check_export(session, meta, p)
+    return session, meta

@@ -20,10 +20,9 @@ import onnx
 from birdvision.artifacts import atomic_path
 from birdvision.exporting import ExportError
 from birdvision.exporting.graphs import NET_INPUT
+from birdvision.exporting.options import CALIBRATION_METHODS
 
 log = logging.getLogger(__name__)
-
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
 class _Batches:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
+
+from birdvision.prediction import PredictError
+
+MAX_BATCH = 4096  # windows / photos per forward pass: the buffer is allocated up front
+MAX_BLOCK_SECONDS = 3600.0  # one decoded block is held in memory (an hour at 48 kHz is 0.7 GB of float32)
+MAX_THREADS = 1024
 
 
 @dataclass
@@ -22,3 +30,26 @@ class PredictConfig:
     batch_size: int = 16  # windows / photos per forward pass
     threads: int = 0  # intra-op threads of PyTorch / ONNX Runtime; 0 = the engine's default
     block_seconds: float = 60.0  # audio decoded per block: memory stays at one block whatever the file's length
+
+
+def check_options(cfg: Any) -> None:
+    """Ranges the schema's types cannot express, checked before the model is loaded; a bad value names its key."""
+
+    def bad(key: str, want: str) -> PredictError:
+        return PredictError(f"{key}={getattr(cfg, key)!r}: expected {want}")
+
+    def finite(v: Any) -> bool:
+        return isinstance(v, (int, float)) and math.isfinite(v)
+
+    if cfg.top_k is not None and cfg.top_k < 1:
+        raise bad("top_k", "an integer >= 1 (or null for the default)")
+    if not (finite(cfg.min_confidence) and 0.0 <= cfg.min_confidence <= 1.0):
+        raise bad("min_confidence", "a number in [0, 1]")
+    if not 1 <= cfg.batch_size <= MAX_BATCH:
+        raise bad("batch_size", f"an integer in [1, {MAX_BATCH}]")
+    if not 0 <= cfg.threads <= MAX_THREADS:
+        raise bad("threads", f"an integer in [0, {MAX_THREADS}] (0 = the engine's default)")
+    if not (finite(cfg.block_seconds) and 0 < cfg.block_seconds <= MAX_BLOCK_SECONDS):
+        raise bad("block_seconds", f"a number of seconds in (0, {MAX_BLOCK_SECONDS:g}]")
+    if not (finite(cfg.overlap_seconds) and cfg.overlap_seconds >= 0):
+        raise bad("overlap_seconds", "a number of seconds >= 0 (and below the model's window length)")

@@ -21,12 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from birdvision.artifacts import check_output_file
 from birdvision.data.audio import AudioError, info
 from birdvision.data.images import ImageLoadError
 from birdvision.prediction import PredictError
 from birdvision.prediction.inputs import Inputs, find_inputs
+from birdvision.prediction.options import check_options
 from birdvision.prediction.tables import Row, merge_runs, predictions_csv, raven_table, top_rows, write_table
 from birdvision.prediction.windows import StreamNotes, WindowGrid, stream_windows
+from birdvision.runs import RunError, find_checkpoint
 
 log = logging.getLogger("birdvision.predict")
 
@@ -69,17 +72,6 @@ class _Batcher:
             probs = self.predictor.predict_batch(self.buf[: len(self.meta)])
             self.emit(self.meta, probs)
             self.meta = []
-
-
-def _check(cfg: Any) -> None:
-    if cfg.top_k is not None and cfg.top_k < 1:
-        raise PredictError(f"top_k must be >= 1, got {cfg.top_k}")
-    if not 0.0 <= cfg.min_confidence <= 1.0:
-        raise PredictError(f"min_confidence must be in [0, 1], got {cfg.min_confidence}")
-    if cfg.batch_size < 1:
-        raise PredictError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.block_seconds <= 0:
-        raise PredictError(f"block_seconds must be > 0, got {cfg.block_seconds}")
 
 
 def predict_audio(predictor: Any, files: list[Path], cfg: Any, result: PredictResult) -> None:
@@ -186,7 +178,7 @@ def predict_photos(predictor: Any, files: list[Path], cfg: Any, result: PredictR
 
 def predict_files(predictor: Any, inputs: Inputs, cfg: Any) -> PredictResult:
     """Run the predictor over the inputs (recordings or photos, as the model's spec says)."""
-    _check(cfg)
+    check_options(cfg)
     result = PredictResult(audio=bool(predictor.is_audio), passed_over=list(inputs.passed_over))
     t0 = time.perf_counter()
     if result.audio:
@@ -232,6 +224,39 @@ def run_log(result: PredictResult, predictor: Any, cfg: Any, *, load_s: float) -
     return "\n".join(lines) + "\n"
 
 
+def check_outputs(cfg: Any) -> dict[Path, str]:
+    """Every file predict will write (table, run log, Raven table), checked before the model is loaded.
+
+    Returns resolved path -> option name. Refuses folders, unwritable places, two outputs on one path,
+    and an output that is the model or the input file (it would be overwritten).
+    """
+    log_file = log_path_for(cfg.output)
+    wanted = [("output", Path(cfg.output), None),
+              ("the run log", log_file, f"the run log {log_file} (beside output={cfg.output})")]
+    if cfg.raven:
+        wanted.append(("raven", Path(cfg.raven), None))
+    taken: dict[Path, str] = {}
+    for key, path, label in wanted:
+        check_output_file(path, key=key, label=label)
+        r = path.expanduser().resolve()
+        if r in taken:
+            if key == "the run log":
+                raise PredictError(f"output={cfg.output}: its run log would overwrite it; give the table "
+                                   "a suffix other than .log (e.g. .csv)")
+            raise PredictError(f"{key}={path} is also {taken[r]}; give them different paths")
+        taken[r] = key
+    model = Path(cfg.model).expanduser()
+    if model.is_dir():  # a run folder: its checkpoint is what must not be overwritten
+        try:
+            model = find_checkpoint(model)
+        except RunError:
+            pass  # load() reports it
+    for name, src in (("model", model), ("input", Path(cfg.input).expanduser())):
+        if src.is_file() and src.resolve() in taken:
+            raise PredictError(f"{taken[src.resolve()]}={src} is the {name} file; it would be overwritten")
+    return taken
+
+
 def run_predict(cfg: Any) -> tuple[PredictResult, Path]:
     """Load the model, predict on the input, write the table (+ Raven table) and the run log."""
     from birdvision.inference import load
@@ -240,12 +265,17 @@ def run_predict(cfg: Any) -> tuple[PredictResult, Path]:
         raise PredictError("model= is required (a .ckpt, a run folder or an exported .onnx)")
     if not cfg.input:
         raise PredictError("input= is required (a file or a folder)")
-    _check(cfg)
+    check_options(cfg)
+    outputs = check_outputs(cfg)
     t0 = time.perf_counter()
     predictor = load(cfg.model, threads=int(cfg.threads))
     load_s = time.perf_counter() - t0
     log.info("model %s: %s", cfg.model, predictor)
     inputs = find_inputs(cfg.input, audio=predictor.is_audio)
+    clash = {f.resolve() for f in inputs.files} & set(outputs)
+    if clash:
+        raise PredictError(f"{outputs[min(clash)]}={min(clash)} is one of the input files; "
+                           "choose an output path outside the inputs")
     result = predict_files(predictor, inputs, cfg)
     write_table(cfg.output, predictions_csv(result.rows, audio=result.audio))
     if cfg.raven:

@@ -58,7 +58,7 @@ def _num(v: Any) -> str:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
         log.warning("report: cannot read %s (%s)", path, e)
         return None
 
@@ -188,7 +188,8 @@ def _parity_sections(run_dir: Path) -> str:
 def render_run_report(run_dir: str | Path) -> str:
     """The report page of a run folder as an HTML string."""
     run = Path(run_dir)
-    summary = _read_json(run / "summary.json") if (run / "summary.json").is_file() else None
+    has_summary = (run / "summary.json").is_file()
+    summary = _read_json(run / "summary.json") if has_summary else None
     summary = summary if isinstance(summary, dict) else {}
     title = f"{summary.get('recipe') or run.parent.name} · {run.name}"
     evals = sorted(d for d in run.glob("eval*") if (d / "metrics.json").is_file())
@@ -203,7 +204,8 @@ def render_run_report(run_dir: str | Path) -> str:
             ("classes", summary.get("num_classes")), ("fit seconds", summary.get("fit_seconds")),
         ]))
     else:
-        sec.append("<p class='note'>no summary.json (the run has not finished)</p>")
+        sec.append("<p class='note'>summary.json is damaged (not a JSON object): training results cannot be shown</p>"
+                   if has_summary else "<p class='note'>no summary.json (the run has not finished)</p>")
     curves = _learning_curves(run)
     sec.append("<h3>Learning curves</h3>" + (curves or "<p class='note'>no metrics.csv</p>"))
     if (run / "lr_find.png").is_file():
