@@ -174,6 +174,7 @@ class DataConfig:
     mode: str = bounded("image", choices=("image", "audio"))  # image | audio
     root: str | None = None  # BIRDS-525 folder, class-folder tree; None = embedded demo data
     manifest: str | None = None  # path,label,split[,group,...] CSV, e.g. from birdvision.audit
+    shards: str | None = None  # LitData shard set (folder or s3:// URL) from python -m birdvision.shards; photos only
     image_size: int | None = bounded(None, ge=16, le=4096)  # None = the backbone's own input size
     batch_size: int = bounded(32, ge=1)
     eval_batch_size: int | None = bounded(None, ge=1)

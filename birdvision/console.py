@@ -39,3 +39,11 @@ def run_cli(fn: Callable[[], int | None], user_errors: tuple[type[BaseException]
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def progress_bar(*, disable: bool = False):
+    """The project's rich progress bar (description, bar, done/total, time left) on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, disable=disable, transient=True)

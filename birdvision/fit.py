@@ -20,7 +20,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
-from torch.utils.data import Sampler
+from torch.utils.data import IterableDataset, Sampler
 
 from birdvision import __version__
 from birdvision.artifacts import atomic_path, write_json
@@ -136,6 +136,8 @@ def class_balance(cfg: DictConfig, pipe: Pipeline) -> tuple[list[float] | None, 
         log.info("data.balance=loss: class weights %.3f..%.3f (effective number, beta %g; counts %d..%d)",
                  min(weights), max(weights), cfg.data.balance_beta, min(counts), max(counts))
         return weights, None, info
+    if isinstance(pipe.datasets["train"], IterableDataset):
+        raise ConfigError("data.balance=sampler needs a map-style dataset; with data.shards use data.balance=loss")
     log.info("data.balance=sampler: each class drawn equally often (train counts %d..%d)", min(counts), max(counts))
     return None, balanced_sampler(labels, counts), info
 

@@ -138,7 +138,7 @@ class BirdClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, loss_metric: MeanMetric):
-        x, y = batch
+        x, y = batch[0], batch[1]  # shard batches carry item indices third
         logits = self(x)
         weight = self.class_weights if self.training else None
         loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=self.hparams.label_smoothing)

@@ -10,6 +10,7 @@ import os
 
 import lightning as L
 import torch
+from litdata import StreamingDataset
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -39,6 +40,11 @@ class BirdDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.datasets[split]
+        if isinstance(ds, StreamingDataset):  # shards: LitData's loader, whose position checkpoints keep
+            from birdvision.data.shards import shard_loader
+
+            return shard_loader(ds, batch_size=self.batch_size if train else self.eval_batch_size,
+                                num_workers=self.num_workers, drop_last=train and len(ds) > self.batch_size)
         return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
@@ -60,7 +66,7 @@ class BirdDataModule(L.LightningDataModule):
         return self._loader("test" if len(self.datasets.get("test", [])) else "valid", False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        x, y = batch
+        x, y, *rest = batch  # shard batches also carry each item's index
         if self.batch_transform is not None:
             self.batch_transform.to(x.device)
             with torch.no_grad():
@@ -69,4 +75,4 @@ class BirdDataModule(L.LightningDataModule):
             self.train_batch_transform.to(x.device)
             with torch.no_grad():
                 x = self.train_batch_transform(x)
-        return x, y
+        return (x, y, *rest)

@@ -77,6 +77,8 @@ def build_pipeline(cfg: DictConfig) -> Pipeline:
     """Discover, check and split the data, then build datasets for the configured mode."""
     if cfg.data.mode not in ("image", "audio"):
         raise DataSourceError(f"data.mode must be 'image' or 'audio', got {cfg.data.mode!r}")
+    if cfg.data.shards:
+        return _shard_pipeline(cfg)
     found = discover_samples(cfg)
     samples = _cap(found.samples, cfg.data.max_per_class)
     assert_no_leakage(samples)
@@ -102,6 +104,20 @@ def build_pipeline(cfg: DictConfig) -> Pipeline:
         "test": ImageDataset(by["test"], idx, eval_transform(pre), draft_size=pre.size),
     }
     return Pipeline(samples, classes, datasets, pre.spec(), 3, found.skipped, found.origin)
+
+
+def _shard_pipeline(cfg: DictConfig) -> Pipeline:
+    from birdvision.data.shards import shard_datasets
+
+    if cfg.data.mode != "image":
+        raise DataSourceError("data.shards holds photos; spectrogram mode trains from recording folders")
+    pre = image_preprocess(cfg)
+    a = cfg.data.augment
+    train_tf = train_transform(pre, hflip=a.hflip, perspective=a.perspective, rotation_deg=a.rotation_deg,
+                               affine_translate=a.affine_translate, affine_scale=a.affine_scale)
+    samples, classes, datasets = shard_datasets(cfg.data.shards, pre, train_tf, eval_transform(pre), seed=cfg.seed,
+                                                manifest=cfg.data.manifest)
+    return Pipeline(samples, classes, datasets, pre.spec(), 3, [], f"shards {cfg.data.shards}")
 
 
 def eval_dataset(samples: list[Sample], classes: list[str], preprocess: dict[str, Any]) -> Dataset:
