@@ -108,6 +108,10 @@ class DataConfig:
     mode: str = "image"  # image | audio
     root: str | None = None  # BIRDS-525 folder, class-folder tree; None = embedded demo data
     manifest: str | None = None  # path,label,split[,group,...] CSV, e.g. from birdvision.audit
+    # Files named in birds.csv or data.manifest must be inside the data root (data.root; for a
+    # manifest without it, the folder the audit that wrote it audited, else the manifest's own
+    # folder), symlinks and .. resolved; others are left out unread. true allows any path.
+    allow_outside_root: bool = False
     image_size: int | None = None  # None = the backbone's own input size
     batch_size: int = 32
     eval_batch_size: int | None = None
