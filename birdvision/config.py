@@ -174,6 +174,10 @@ class DataConfig:
     mode: str = bounded("image", choices=("image", "audio"))  # image | audio
     root: str | None = None  # BIRDS-525 folder, class-folder tree; None = embedded demo data
     manifest: str | None = None  # path,label,split[,group,...] CSV, e.g. from birdvision.audit
+    # Files named in birds.csv or data.manifest must be inside the data root (data.root; for a
+    # manifest without it, the folder the audit that wrote it audited, else the manifest's own
+    # folder), symlinks and .. resolved; others are left out unread. true allows any path.
+    allow_outside_root: bool = False
     shards: str | None = None  # LitData shard set (folder or s3:// URL) from python -m birdvision.shards; photos only
     image_size: int | None = bounded(None, ge=16, le=4096)  # None = the backbone's own input size
     batch_size: int = bounded(32, ge=1)
@@ -181,9 +185,9 @@ class DataConfig:
     num_workers: int = bounded(2, ge=0, le=256)
     valid_fraction: float = bounded(0.15, ge=0, lt=1)  # used only when the data has no fixed splits
     test_fraction: float = bounded(0.15, ge=0, lt=1)
-    max_per_class: int | None = bounded(None, ge=1)
+    max_per_class: int | None = bounded(None, ge=1)  # cap samples per class and split (quick experiments)
     balance: str = bounded("none", choices=("none", "sampler", "loss"))  # imbalanced training split: see data/balance.py
-    balance_beta: float = bounded(0.999, gt=0, lt=1)  # balance=loss: effective-number beta  # cap samples per class and split (quick experiments)
+    balance_beta: float = bounded(0.999, gt=0, lt=1)  # balance=loss: effective-number beta
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

@@ -245,7 +245,7 @@ def _fit_with_trainer(cfg: DictConfig, module: BirdClassifier, pipe: Pipeline, r
     out.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "train/"))})
     if best_cb.best_model_score is not None:
         out["val/acc_best"] = float(best_cb.best_model_score)
-    if cfg.test_after_fit and Path(best_path).is_file():
+    if cfg.test_after_fit and Path(best_path).is_file() and len(pipe.datasets.get("test", [])):
         results = trainer.test(module, datamodule=dm, ckpt_path=best_path, verbose=False)
         out.update({k: float(v) for k, v in (results[0] if results else {}).items()})
     return out
@@ -414,6 +414,9 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
     summary.update(balance_info or {})
     if resume_ckpt is not None:
         summary["resumed_from"] = str(resume_ckpt)
+    if not counts["test"]:  # summary.json then has no test/* keys, never the valid split's numbers under them
+        log.warning("no test split: the run reports no test result (valid-split numbers are val/* and eval-valid/)")
+        summary["test"] = "no test split"
     t0 = time.time()
     logits_fn = None
 
@@ -451,7 +454,7 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
             batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, num_workers=cfg.data.num_workers,
             logits_fn=logits_fn,
         )
-        summary.update({"eval/top1": ev["top1"], "eval/ece": ev["ece"], "eval/ece_calibrated": ev["ece_calibrated"],
+        summary.update({"eval/split": split, "eval/top1": ev["top1"], "eval/ece": ev["ece"], "eval/ece_calibrated": ev["ece_calibrated"],
                         "temperature": ev["temperature"]})
     write_json(run_dir / "summary.json", summary)
     from birdvision.reports.html import write_run_report

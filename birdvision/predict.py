@@ -42,8 +42,9 @@ def run(cfg) -> int:
     if result.audio and result.predict_s > 0:
         console.print(f"{result.audio_seconds:.0f} s of audio in {result.predict_s:.1f} s "
                       f"({result.audio_seconds / result.predict_s:.0f}x real time)")
-    if result.skipped or result.warned:
-        console.print(f"[yellow]{len(result.skipped)} file(s) skipped, {len(result.warned)} warning(s)[/]: see {log_file}")
+    if result.skipped or result.warned or result.passed_over:
+        console.print(f"[yellow]{len(result.skipped)} file(s) skipped, {len(result.warned)} warning(s), "
+                      f"{len(result.passed_over)} passed over[/]: see {log_file}")
     if not result.predicted:
         console.print("[bold red]nothing could be predicted[/]: every input file was unreadable")
         return 1

@@ -21,6 +21,15 @@ CREATE TABLE IF NOT EXISTS stats (path TEXT PRIMARY KEY, size INTEGER, mtime_ns 
 """
 
 
+def _path_key(path: str) -> str | bytes:
+    """A path as SQLite can store it: text, or its bytes when the name is not valid UTF-8."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape")
+
+
 class ScanCache:
     """Content-addressed results of :func:`birdvision.checks.scan.scan_file`."""
 
@@ -38,7 +47,7 @@ class ScanCache:
 
     def known_sha(self, path: str, size: int, mtime_ns: int) -> str | None:
         """The content hash recorded for this path when it had this size and mtime."""
-        row = self.db.execute("SELECT size, mtime_ns, sha256 FROM stats WHERE path=?", (path,)).fetchone()
+        row = self.db.execute("SELECT size, mtime_ns, sha256 FROM stats WHERE path=?", (_path_key(path),)).fetchone()
         if row and row[0] == size and row[1] == mtime_ns:
             return row[2]
         return None
@@ -72,12 +81,14 @@ class ScanCache:
             ),
         )
         if size is not None and mtime_ns is not None:
-            self.db.execute(
-                "INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?)", (result["path"], size, mtime_ns, sha)
-            )
+            self.remember(result["path"], size, mtime_ns, sha)
         self._pending += 1
         if self._pending >= 256:
             self.commit()
+
+    def remember(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
+        """Record that ``path`` with this size and mtime has this content hash."""
+        self.db.execute("INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?)", (_path_key(path), size, mtime_ns, sha256))
 
     def commit(self) -> None:
         """Make the stored results durable."""

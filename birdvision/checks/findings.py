@@ -1,4 +1,8 @@
-"""Findings: one row per (file, issue) with the action taken, written as ``findings.csv``."""
+"""Findings: one row per (file, issue) with the action taken, written as ``findings.csv``.
+
+``findings.csv`` is for people and spreadsheets: text cells are spreadsheet-safe and
+:func:`read_findings` undoes that (:mod:`birdvision.artifacts`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from birdvision.artifacts import write_text
+from birdvision.artifacts import from_spreadsheet, open_text, spreadsheet_safe, write_text
 
 COLUMNS = ("path", "split", "label", "issue", "score", "related_path", "action", "detail")
 
@@ -39,7 +43,8 @@ def findings_csv(findings: list[Finding]) -> str:
     w.writerow(COLUMNS)
     for f in sorted(findings, key=lambda f: (f.issue, f.split, f.label, f.path)):
         score = "" if f.score is None else f"{f.score:.4f}"
-        w.writerow([f.path, f.split, f.label, f.issue, score, f.related_path, f.action, f.detail])
+        w.writerow([spreadsheet_safe(c) for c in
+                    (f.path, f.split, f.label, f.issue, score, f.related_path, f.action, f.detail)])
     return buf.getvalue()
 
 
@@ -50,5 +55,5 @@ def write_findings(path: str | os.PathLike, findings: list[Finding]) -> Path:
 
 def read_findings(path: str | os.PathLike) -> list[dict[str, str]]:
     """The rows of a ``findings.csv`` as dicts (for tests and follow-up tools)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    with open_text(path) as f:
+        return [{k: from_spreadsheet(v or "") for k, v in r.items()} for r in csv.DictReader(f)]

@@ -3,6 +3,10 @@
 Unlike training's folder walk, the audit looks at every file, whatever its suffix (a
 ``.txt`` in a species folder is reported as unreadable, not skipped), and also at files
 on disk that ``birds.csv`` does not list, so nothing leaves the data set unreported.
+Folders are listed by :mod:`birdvision.data.files`: symlink loops, FIFOs and folders that
+cannot be listed are ``unreadable`` findings. A ``birds.csv`` row that resolves outside
+the data root is an ``outside_root`` finding and is never read (unless
+``data.allow_outside_root=true``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from birdvision.checks.policy import AuditError
-from birdvision.data.sources import SPLIT_NAMES, DataSourceError, read_birds_csv
+from birdvision.data.files import Listing, file_problem, list_folder, outside_root, walk_files
+from birdvision.data.sources import DataSourceError, check_label, read_birds_csv, split_folders
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -32,7 +37,7 @@ class LayoutIssue:
     """A problem found by looking at the folder tree alone (no decoding)."""
 
     path: str
-    issue: str  # missing_file | unlisted | stray_file | unreadable (folders that cannot be listed)
+    issue: str  # missing_file | outside_root | unlisted | stray_file | unreadable (loops, FIFOs, unlistable folders)
     label: str = ""
     split: str = ""
     detail: str = ""
@@ -59,63 +64,47 @@ def _rel(root: Path, p: Path) -> str:
     return p.relative_to(root).as_posix()
 
 
-def _files_under(folder: Path, inv: Inventory) -> list[Path]:
-    """All non-hidden files below ``folder``; unlistable folders are reported, not skipped."""
-    out: list[Path] = []
+def _skipped(inv: Inventory, listing: Listing, split: str, label: str = "") -> None:
+    """Entries the folder listing left out (loops, FIFOs, unlistable folders) become findings."""
+    inv.hidden_files += listing.hidden
+    for path, why in listing.skipped:
+        inv.issues.append(LayoutIssue(path, "unreadable", label, split, why))
+
+
+def _label(folder: Path) -> str:
     try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError as e:
-        inv.issues.append(
-            LayoutIssue(str(folder), "unreadable", detail=f"cannot list folder ({e.strerror or e})")
-        )
-        return out
-    for e in entries:
-        if e.name.startswith("."):
-            inv.hidden_files += 1
-            continue
-        p = Path(e.path)
-        if e.is_dir(follow_symlinks=True):
-            out += _files_under(p, inv)
-        else:
-            out.append(p)
-    return out
+        check_label(folder.name, f"species folder {str(folder)!r}")
+    except DataSourceError as e:
+        raise AuditError(str(e)) from None
+    return folder.name
 
 
 def _walk_split(inv: Inventory, folder: Path, split: str, listed: set[str] | None) -> None:
     """Species folders below ``folder``; with ``listed`` (birds.csv), only files it does not list."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError as e:
-        inv.issues.append(
-            LayoutIssue(str(folder), "unreadable", split=split, detail=f"cannot list folder ({e})")
-        )
-        return
-    for e in entries:
-        if e.name.startswith("."):
-            inv.hidden_files += 1
-            continue
-        p = Path(e.path)
-        if not e.is_dir(follow_symlinks=True):
-            if split or p.suffix.lower() in IMAGE_SUFFIXES:
-                inv.issues.append(
-                    LayoutIssue(
-                        str(p), "stray_file", split=split, detail="file outside any species folder: no label"
-                    )
-                )
-            continue
-        inv.folders.add((p.name, split))
-        for f in _files_under(p, inv):
+    top = list_folder(folder)
+    _skipped(inv, top, split)
+    for p in top.files:
+        if split or p.suffix.lower() in IMAGE_SUFFIXES:
+            inv.issues.append(
+                LayoutIssue(str(p), "stray_file", split=split, detail="file outside any species folder: no label")
+            )
+    for p in top.dirs:
+        label = _label(p)
+        inv.folders.add((label, split))
+        walk = walk_files(p)
+        _skipped(inv, walk, split, label)
+        for f in walk.files:
             rel = _rel(inv.root, f)
             if listed is not None:
                 if rel in listed:
                     continue
                 inv.issues.append(
-                    LayoutIssue(str(f), "unlisted", p.name, split, "on disk but not listed in birds.csv")
+                    LayoutIssue(str(f), "unlisted", label, split, "on disk but not listed in birds.csv")
                 )
-            inv.candidates.append(Candidate(str(f), rel, p.name, split))
+            inv.candidates.append(Candidate(str(f), rel, label, split))
 
 
-def _read_birds_csv(inv: Inventory, csv_path: Path) -> set[str]:
+def _read_birds_csv(inv: Inventory, csv_path: Path, allow_outside_root: bool) -> set[str]:
     listed: set[str] = set()
     try:
         rows = read_birds_csv(csv_path)
@@ -129,38 +118,50 @@ def _read_birds_csv(inv: Inventory, csv_path: Path) -> set[str]:
             )
         listed.add(row.rel)
         p = inv.root / row.rel
-        if not p.is_file():
-            inv.issues.append(LayoutIssue(str(p), "missing_file", row.label, row.split, "listed in birds.csv"))
+        real = None if allow_outside_root else outside_root(p, inv.root)
+        if real is not None:  # never read: not even hashed
+            inv.issues.append(LayoutIssue(
+                str(p), "outside_root", row.label, row.split,
+                f"listed in birds.csv, resolves to {real} outside data.root (data.allow_outside_root=true allows it)",
+            ))
+            continue
+        problem = file_problem(p)
+        if problem:
+            inv.issues.append(LayoutIssue(str(p), "missing_file", row.label, row.split, f"listed in birds.csv, {problem}"))
             continue
         inv.candidates.append(Candidate(str(p), row.rel, row.label, row.split))
         inv.folders.add((p.parent.name, row.split))
     return listed
 
 
-def take_inventory(root: str | os.PathLike) -> Inventory:
+def take_inventory(root: str | os.PathLike, *, allow_outside_root: bool = False) -> Inventory:
     """Find every file under ``root``: BIRDS-525 (``birds.csv``), split folders, or class folders."""
     root = Path(root).expanduser().resolve()
     if not root.exists():
         raise AuditError(f"data.root {root} does not exist")
     if not root.is_dir():
         raise AuditError(f"data.root {root} is not a folder")
+    top = list_folder(root)
+    if top.skipped and top.skipped[0][0] == str(root):
+        raise AuditError(f"cannot list data.root {root}: {top.skipped[0][1]}")
     try:
-        split_dirs = {}
-        for p in sorted(root.iterdir()):
-            if p.is_dir() and p.name.lower() in SPLIT_NAMES:
-                split_dirs.setdefault(SPLIT_NAMES[p.name.lower()], p)
-    except OSError as e:
-        raise AuditError(f"cannot list data.root {root}: {e}") from None
+        split_dirs = split_folders(root, top.dirs)
+    except DataSourceError as e:
+        raise AuditError(str(e)) from None
     csv_path = root / "birds.csv"
     if csv_path.is_file():
         inv = Inventory(root, "birds525", [])
-        listed = _read_birds_csv(inv, csv_path)
+        listed = _read_birds_csv(inv, csv_path, allow_outside_root)
         for split, p in split_dirs.items():
             _walk_split(inv, p, split, listed)
     elif split_dirs:
         inv = Inventory(root, "split_folders", [])
         for split, p in split_dirs.items():
             _walk_split(inv, p, split, None)
+    else:
+        inv = None
+    if inv is not None:
+        inv.issues += [LayoutIssue(path, "unreadable", detail=why) for path, why in top.skipped]
     else:
         inv = Inventory(root, "class_folders", [])
         _walk_split(inv, root, "", None)

@@ -31,7 +31,7 @@ CLEANVISION_PROPERTY_ISSUES = (
 CLEANVISION_ISSUES = CLEANVISION_DUPLICATE_ISSUES + CLEANVISION_PROPERTY_ISSUES
 # The audit's own issue types.
 LEAKAGE_ISSUES = ("cross_split_duplicate", "cross_label_duplicate")
-FILE_ISSUES = ("unreadable", "missing_file", "unlisted", "stray_file")
+FILE_ISSUES = ("unreadable", "missing_file", "outside_root", "unlisted", "stray_file")
 CLASS_ISSUES = ("class_missing_from_split", "class_below_min_count")
 ISSUES = FILE_ISSUES + LEAKAGE_ISSUES + CLEANVISION_ISSUES + CLASS_ISSUES
 
@@ -49,6 +49,7 @@ class AuditDataConfig:
     valid_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
+    allow_outside_root: bool = False  # birds.csv rows resolving outside root are outside_root findings, never read
 
 
 @dataclass
@@ -67,6 +68,7 @@ class ActionsConfig:
 
     unreadable: str = "drop"
     missing_file: str = "flag"
+    outside_root: str = "drop"
     unlisted: str = "flag"
     stray_file: str = "drop"
     cross_split_duplicate: str = "drop"

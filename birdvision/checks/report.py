@@ -12,6 +12,7 @@ import html
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from birdvision.artifacts import for_people
 from birdvision.data.manifest import SPLITS
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ th{background:#f3f3f3}.num{text-align:right}.grid{display:flex;flex-wrap:wrap;ga
 
 
 def _e(x: Any) -> str:
-    return html.escape(str(x))
+    return html.escape(for_people(x))
 
 
 def _img(result: AuditResult, path: str) -> str:

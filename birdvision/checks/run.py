@@ -79,7 +79,7 @@ def _decisions_by_path(
 
 
 def _group_id(members: list[str]) -> str:
-    return "dup-" + hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:12]
+    return "dup-" + hashlib.sha256("\n".join(sorted(members)).encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 def _split_samples(samples: list[Sample], cfg: Any, inv: Inventory) -> str:
@@ -272,7 +272,7 @@ def audit(cfg: Any) -> AuditResult:
     policy = build_policy(cfg)
     if not cfg.data.root:
         raise AuditError("data.root is not set: give the data folder, e.g. data.root=/data/birds525")
-    inv = take_inventory(cfg.data.root)
+    inv = take_inventory(cfg.data.root, allow_outside_root=bool(cfg.data.allow_outside_root))
     decisions, unmatched = _decisions_by_path(inv, policy.decisions)
     timings["inventory_s"] = time.perf_counter() - t0
 

@@ -17,6 +17,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import stat
 import time
 import warnings
 from dataclasses import dataclass
@@ -125,6 +126,8 @@ def scan_file(path: str, settings: ScanSettings) -> dict[str, Any]:
     from cleanvision.issue_managers.duplicate_issue_manager import get_hash
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read forever
+            return _unreadable(path, "not a regular file")
         data = Path(path).read_bytes()
     except PermissionError:
         return _unreadable(path, "no read permission")
@@ -242,7 +245,7 @@ def scan_all(
             except OSError:
                 st = None
             sha = None
-            if st is not None and os.access(p, os.R_OK):
+            if st is not None and stat.S_ISREG(st.st_mode) and os.access(p, os.R_OK):
                 if trust_mtime:
                     sha = cache.known_sha(p, st.st_size, st.st_mtime_ns)
                 if sha is None and st.st_size < (1 << 28):
@@ -253,10 +256,7 @@ def scan_all(
             if sha is not None:
                 hit = cache.get(sha)
                 if hit is not None and trust_mtime and st is not None:
-                    cache.db.execute(
-                        "INSERT OR REPLACE INTO stats VALUES (?, ?, ?, ?)",
-                        (p, st.st_size, st.st_mtime_ns, sha),
-                    )
+                    cache.remember(p, st.st_size, st.st_mtime_ns, sha)
         if hit is not None:
             hit["path"], hit["cached"] = p, True
             results[p] = hit

@@ -33,7 +33,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
-from birdvision.data.manifest import Sample
+from birdvision.data.files import list_folder, walk_files
+from birdvision.data.manifest import Sample, label_problem
 
 log = logging.getLogger(__name__)
 
@@ -391,19 +392,26 @@ def discover_recordings(
     ``.wav`` that decodes to nothing is a problem. With ``decode=True`` every file is fully
     decoded once (:func:`probe`: ~2 s for 75 real recordings, 1.2 h of audio) so truncated
     and zero-frame files are caught here rather than mid-epoch. Problems are returned,
-    never dropped silently: the caller logs or reports them. Files directly in ``root``
-    (such as an index CSV) are ignored.
+    never dropped silently: the caller logs or reports them (symlink loops and FIFOs
+    too, see :mod:`birdvision.data.files`). Files directly in ``root`` (such as an index
+    CSV) are ignored. A species folder whose name cannot be a class name is an
+    :class:`AudioError`.
     """
     root = Path(root)
     if not root.is_dir():
         raise AudioError(f"{root}: recordings folder not found")
     samples: list[Sample] = []
     problems: list[RecordingProblem] = []
-    for species_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    top = list_folder(root)
+    problems += [RecordingProblem(p, "", why) for p, why in top.skipped]
+    for species_dir in top.dirs:
         label = species_dir.name
-        for p in sorted(species_dir.rglob("*")):
-            if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
-                continue
+        problem = label_problem(label)
+        if problem:
+            raise AudioError(f"species folder {str(species_dir)!r}: class name {label!r} {problem}; rename it")
+        walk = walk_files(species_dir)
+        problems += [RecordingProblem(p, label, why) for p, why in walk.skipped]
+        for p in walk.files:
             if p.suffix.lower() in NON_AUDIO_SUFFIXES:
                 problems.append(RecordingProblem(str(p), label, f"skipped: {p.suffix} is not an audio file"))
                 continue

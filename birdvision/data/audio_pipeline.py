@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from birdvision.data.audio import discover_recordings
+from birdvision.data.audio import AudioError, discover_recordings
 from birdvision.data.audio_augment import AudioAugmentConfig, WaveAugment
 from birdvision.data.demo_calls import make_demo_calls
 from birdvision.data.manifest import Sample
@@ -36,7 +36,10 @@ def discover_audio(cfg: DictConfig) -> Discovery:
         log.info("no data.root given: using the embedded synthetic demo calls in %s", root)
     if not Path(root).is_dir():
         raise DataSourceError(f"data.root {root} does not exist or is not a folder")
-    samples, problems = discover_recordings(root)
+    try:
+        samples, problems = discover_recordings(root)
+    except AudioError as e:
+        raise DataSourceError(str(e)) from None
     if not samples:
         raise DataSourceError(f"no readable recordings under {root} ({len(problems)} unreadable)")
     first_of: dict[str, str] = {}

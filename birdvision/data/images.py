@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from birdvision.data.files import file_problem
 from birdvision.data.manifest import Sample
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,12 @@ def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
     Grayscale, CMYK, palette and 16-bit images are converted; transparency is composited
     on white (a bird cut-out on black would teach the model a black background). For
     JPEGs, ``draft_size`` lets libjpeg decode at a reduced scale, much faster for photos
-    far larger than the training size.
+    far larger than the training size. Only regular files are opened: a FIFO named like a
+    photo would block the first read forever.
     """
+    problem = file_problem(path)
+    if problem:
+        raise ImageLoadError(f"{path}: {problem}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

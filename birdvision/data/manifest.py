@@ -5,6 +5,12 @@ together everything that must stay on one side of a split (a recording, a photo 
 its duplicates). ``status`` is ``ok``, ``flagged`` or ``dropped``; training reads
 every row that is not ``dropped``. Relative paths are resolved against the folder
 that holds the manifest.
+
+Paths are written as the exact bytes of the name on disk and cells that a spreadsheet
+would run as a formula get a leading ``'``; :func:`read_manifest` undoes both
+(:mod:`birdvision.artifacts`), so a manifest always reads back to the samples written.
+A label must be a line of text (:func:`label_problem`): it ends up in ``labels.txt``,
+one class per line, on every device that runs an export.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ import dataclasses
 import hashlib
 import io
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from birdvision.artifacts import write_text
+from birdvision.artifacts import from_spreadsheet, open_text, spreadsheet_safe, write_text
 
 SPLITS = ("train", "valid", "test")
 STATUSES = ("ok", "flagged", "dropped")
@@ -48,6 +55,31 @@ class Sample:
         return self.status != "dropped"
 
 
+_NOT_IN_A_LINE = {"Cc": "a control character (newline, tab, ...)", "Cf": "an invisible format character",
+                  "Zl": "a line separator", "Zp": "a paragraph separator"}
+
+
+def label_problem(label: str) -> str | None:
+    """Why ``label`` cannot be a class name, or None.
+
+    Control and format characters (newline, tab, zero-width, bidi overrides) and line or
+    paragraph separators would shift or split the one-class-per-line ``labels.txt``;
+    undecodable bytes cannot be written as UTF-8 in an export; surrounding spaces are
+    stripped by every CSV reader, so a folder ``"WREN "`` would read back as another class.
+    """
+    if not label.strip():
+        return "is empty"
+    if label != label.strip():
+        return "starts or ends with white space"
+    for ch in label:
+        cat = unicodedata.category(ch)
+        if cat == "Cs":
+            return "is not valid UTF-8 (a folder or file name in another encoding?)"
+        if cat in _NOT_IN_A_LINE:
+            return f"contains U+{ord(ch):04X}, {_NOT_IN_A_LINE[cat]}"
+    return None
+
+
 def _float_or_none(value: str | None) -> float | None:
     if value is None or str(value).strip() == "":
         return None
@@ -59,7 +91,7 @@ def read_manifest(path: str | os.PathLike) -> list[Sample]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
+    with open_text(path) as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED if c not in header]
@@ -70,9 +102,12 @@ def read_manifest(path: str | os.PathLike) -> list[Sample]:
             )
         samples = []
         for lineno, row in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            row = {k.strip(): from_spreadsheet((v or "").strip()) for k, v in row.items() if k}
             if not row.get("path") or not row.get("label"):
                 raise ManifestError(f"{path}:{lineno}: empty path or label")
+            problem = label_problem(row["label"])
+            if problem:
+                raise ManifestError(f"{path}:{lineno}: label {row['label']!r} {problem}")
             p = Path(row["path"])
             if not p.is_absolute():
                 p = path.parent / p
@@ -112,10 +147,10 @@ def _rows_csv(samples: list[Sample]) -> str:
     for s in samples:
         writer.writerow(
             [
-                s.path,
-                s.label,
+                spreadsheet_safe(s.path),
+                spreadsheet_safe(s.label),
                 s.split,
-                s.group,
+                spreadsheet_safe(s.group),
                 s.sha256,
                 s.status,
                 "" if s.start_s is None else f"{s.start_s:.6g}",
@@ -138,7 +173,7 @@ def write_manifest(path: str | os.PathLike, samples: list[Sample]) -> Path:
 def manifest_digest(samples: list[Sample]) -> str:
     """A short digest of the samples training sees, stored with every checkpoint and export."""
     active = sorted((s for s in samples if s.active), key=lambda s: (s.path, s.start_s or 0.0))
-    return hashlib.sha256(_rows_csv(active).encode()).hexdigest()[:16]
+    return hashlib.sha256(_rows_csv(active).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def class_list(samples: list[Sample]) -> list[str]:

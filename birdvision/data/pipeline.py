@@ -12,9 +12,16 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from birdvision.data.demo import make_demo_photos
-from birdvision.data.images import ImageDataset, ImagePreprocess, eval_transform, train_transform
+from birdvision.data.images import (
+    ImageDataset,
+    ImageLoadError,
+    ImagePreprocess,
+    eval_transform,
+    load_rgb,
+    train_transform,
+)
 from birdvision.data.manifest import Sample, class_list
-from birdvision.data.sources import DataSourceError, Discovery, check_splits, discover, from_manifest
+from birdvision.data.sources import DataSourceError, Discovery, check_splits, discover, from_manifest, manifest_root
 from birdvision.data.splits import assert_no_leakage
 from birdvision.models import get_spec
 
@@ -56,7 +63,8 @@ def discover_samples(cfg: DictConfig) -> Discovery:
     d = cfg.data
     kw = dict(valid_fraction=d.valid_fraction, test_fraction=d.test_fraction, seed=cfg.seed)
     if d.manifest:
-        return from_manifest(d.manifest, **kw)
+        root = None if d.allow_outside_root else manifest_root(d.manifest, d.root)
+        return from_manifest(d.manifest, **kw, root=root)
     if d.mode == "audio":
         from birdvision.data.audio_pipeline import discover_audio
 
@@ -65,12 +73,28 @@ def discover_samples(cfg: DictConfig) -> Discovery:
     if root is None:
         root = make_demo_photos(DEMO_CACHE / "photos")
         log.info("no data.root given: using the embedded synthetic demo photos in %s", root)
-    return discover(root, **kw)
+    return discover(root, **kw, allow_outside_root=d.allow_outside_root)
 
 
 def image_preprocess(cfg: DictConfig) -> ImagePreprocess:
     spec = get_spec(cfg.model.backbone)
     return ImagePreprocess(cfg.data.image_size or spec.input_size, spec.mean, spec.std, spec.interpolation)
+
+
+def _check_decodable(split: str, samples: list[Sample]) -> None:
+    """Fail before training when no photo of a split decodes (the dataset would have nothing to serve).
+
+    Stops at the first photo that decodes, so a usable split costs one decode.
+    """
+    errors = []
+    for s in samples:
+        try:
+            load_rgb(s.path, draft_size=64)
+            return
+        except ImageLoadError as e:
+            errors.append(str(e))
+    if errors:
+        raise DataSourceError(f"none of the {len(errors)} photo(s) of the {split} split can be decoded, e.g. {errors[0]}")
 
 
 def build_pipeline(cfg: DictConfig) -> Pipeline:
@@ -98,6 +122,8 @@ def build_pipeline(cfg: DictConfig) -> Pipeline:
         affine_translate=a.affine_translate, affine_scale=a.affine_scale,
     )
     by = {s: [x for x in samples if x.split == s] for s in ("train", "valid", "test")}
+    for split, chosen in by.items():
+        _check_decodable(split, chosen)
     datasets = {
         "train": ImageDataset(by["train"], idx, train_tf, draft_size=pre.size),
         "valid": ImageDataset(by["valid"], idx, eval_transform(pre), draft_size=pre.size),

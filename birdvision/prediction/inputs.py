@@ -2,9 +2,9 @@
 
 A single file is always tried, whatever its name (recordings and photos are decoded by
 content, so a WAV named ``.mp3`` works). In a folder, files are walked recursively in
-sorted order; hidden files and files whose suffix says they are certainly not of the
-model's kind (a CSV index, photos beside recordings) are passed over and counted in
-the log, never silently.
+sorted order (:func:`birdvision.data.files.walk_files`); hidden files are ignored; files
+whose suffix says they are certainly not of the model's kind (a CSV index, photos beside
+recordings), symlink loops and FIFOs are passed over and listed in the log, never silently.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from birdvision.data.audio import NON_AUDIO_SUFFIXES
+from birdvision.data.files import walk_files
 from birdvision.prediction import PredictError
 
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".au", ".w64", ".rf64", ".m4a",
@@ -40,11 +41,9 @@ def find_inputs(path: str | Path, *, audio: bool) -> Inputs:
         raise PredictError(f"input {p} is neither a file nor a folder")
     skip = NON_AUDIO_SUFFIXES if audio else NON_PHOTO_SUFFIXES
     kind = "a recording" if audio else "a photo"
-    out = Inputs()
-    for f in sorted(p.rglob("*")):
-        rel = f.relative_to(p)
-        if not f.is_file() or any(part.startswith(".") for part in rel.parts):
-            continue
+    walk = walk_files(p)
+    out = Inputs(passed_over=list(walk.skipped))
+    for f in walk.files:
         if f.suffix.lower() in skip:
             out.passed_over.append((str(f), f"not {kind} by its name ({f.suffix})"))
             continue

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birdvision.artifacts import write_text
+from birdvision.artifacts import spreadsheet_safe, write_text
 
 AUDIO_COLUMNS = ["file", "start_s", "end_s", "species", "confidence"]
 PHOTO_COLUMNS = ["file", "species", "confidence"]
@@ -79,15 +79,19 @@ def _fmt_time(t: float | None) -> str:
 
 
 def predictions_csv(rows: Sequence[Row], *, audio: bool) -> str:
-    """The predictions table as CSV text (times in seconds to the millisecond, confidence to 4 places)."""
+    """The predictions table as CSV text (times in seconds to the millisecond, confidence to 4 places).
+
+    File names and species are spreadsheet-safe (:func:`birdvision.artifacts.spreadsheet_safe`).
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(AUDIO_COLUMNS if audio else PHOTO_COLUMNS)
     for r in rows:
         if audio:
-            w.writerow([r.file, _fmt_time(r.start_s), _fmt_time(r.end_s), r.species, f"{r.confidence:.4f}"])
+            w.writerow([spreadsheet_safe(r.file), _fmt_time(r.start_s), _fmt_time(r.end_s), spreadsheet_safe(r.species),
+                        f"{r.confidence:.4f}"])
         else:
-            w.writerow([r.file, r.species, f"{r.confidence:.4f}"])
+            w.writerow([spreadsheet_safe(r.file), spreadsheet_safe(r.species), f"{r.confidence:.4f}"])
     return buf.getvalue()
 
 
@@ -102,10 +106,10 @@ def raven_table(rows: Sequence[Row], *, low_hz: float, high_hz: float) -> str:
     lines = ["\t".join(RAVEN_COLUMNS + (["Begin Path"] if multi else []))]
     for i, r in enumerate(rows, 1):
         cells = [str(i), "Spectrogram 1", "1", _fmt_time(r.start_s), _fmt_time(r.end_s), f"{low_hz:.1f}",
-                 f"{high_hz:.1f}", r.species, f"{r.confidence:.4f}"]
+                 f"{high_hz:.1f}", spreadsheet_safe(r.species), f"{r.confidence:.4f}"]
         if multi:
-            cells.append(r.file)
-        lines.append("\t".join(c.replace("\t", " ") for c in cells))
+            cells.append(spreadsheet_safe(r.file))
+        lines.append("\t".join(" ".join(c.replace("\t", " ").splitlines()) for c in cells))
     return "\n".join(lines) + "\n"
 
 

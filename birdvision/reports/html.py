@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from birdvision.artifacts import write_text
+from birdvision.artifacts import for_people, from_spreadsheet, open_text, write_text
 from birdvision.reports import plots
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ nav a{color:#cfe0ff;margin-right:14px;font-size:13px}
 
 
 def _esc(v: Any) -> str:
-    return html.escape(str(v))
+    return html.escape(for_people(v))
 
 
 def _num(v: Any) -> str:
@@ -107,8 +107,8 @@ def csv_table(path: Path, *, limit: int | None = None, sort_key: str | None = No
     """An HTML table from a CSV file, optionally sorted by a numeric column and cut to ``limit`` rows."""
     if not path.is_file():
         return ""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    with open_text(path) as f:
+        rows = [{k: from_spreadsheet(v or "") for k, v in r.items()} for r in csv.DictReader(f)]
     if not rows:
         return "<p class='note'>(no rows)</p>"
     if sort_key:

@@ -7,13 +7,14 @@ averages and the ranked list of confused pairs can never disagree with each othe
 from __future__ import annotations
 
 import csv
+import html
 import io
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from birdvision.artifacts import write_text
+from birdvision.artifacts import for_people, spreadsheet_safe, write_text
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -119,22 +120,28 @@ def confused_pairs(cm: np.ndarray, classes: list[str], limit: int = 50) -> list[
 
 
 def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
-    """Rows as CSV text; the header comes from ``columns`` or the first row's keys."""
+    """Rows as CSV text; the header comes from ``columns`` or the first row's keys.
+
+    Text cells are spreadsheet-safe (a class named ``=cmd|...`` is no formula), see
+    :func:`birdvision.artifacts.spreadsheet_safe`.
+    """
     buf = io.StringIO()
     cols = columns or (list(rows[0]) if rows else [])
     if cols:
         w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({k: spreadsheet_safe(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows)
     return buf.getvalue()
 
 
 def _fmt(v: object) -> str:
+    """A Markdown cell: HTML escaped (Markdown renders raw HTML), no ``|`` or line break that would end it."""
     if v is None:
         return "n/a"
     if isinstance(v, float):
         return f"{v:.3f}"
-    return str(v).replace("|", "\\|")
+    text = html.escape(for_people(v), quote=False)
+    return " ".join(text.splitlines()).replace("|", "\\|")
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
@@ -142,7 +149,7 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "_(none)_\n"
     cols = columns or list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines = ["| " + " | ".join(_fmt(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -150,7 +157,7 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
 def write_table(rows: list[dict], stem: Path, title: str = "", columns: list[str] | None = None) -> tuple[Path, Path]:
     """Write ``stem.csv`` and ``stem.md`` atomically (the CSV keeps its header even with no rows)."""
     csv_path = write_text(stem.with_suffix(".csv"), csv_text(rows, columns))
-    md = (f"# {title}\n\n" if title else "") + markdown_table(rows)
+    md = (f"# {_fmt(title)}\n\n" if title else "") + markdown_table(rows)
     md_path = write_text(stem.with_suffix(".md"), md)
     return csv_path, md_path
 

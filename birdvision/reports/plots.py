@@ -17,7 +17,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from birdvision.artifacts import atomic_path
+from birdvision.artifacts import atomic_path, for_people
 from birdvision.reports.calibration import ReliabilityBins
 
 DPI = 100
@@ -39,7 +39,11 @@ def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
 
 
 def _short(name: str, n: int = 24) -> str:
-    return name if len(name) <= n else name[: n - 1] + "…"
+    """A name for a plot: cut to ``n`` characters, undecodable bytes as U+FFFD (the font has no glyph for
+    a surrogate escape) and ``$`` escaped (a pair would start mathtext, a file name is no formula)."""
+    name = for_people(name)
+    name = name if len(name) <= n else name[: n - 1] + "…"
+    return name.replace("$", r"\$")
 
 
 # ----------------------------------------------------------------------------- confusion matrix
