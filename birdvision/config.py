@@ -245,6 +245,7 @@ class TrainerConfig:
     log_every_n_steps: int = bounded(10, ge=1)
     deterministic: bool = False
     gradient_clip_val: float | None = bounded(None, gt=0)
+    checkpoint_every_n_steps: int | None = bounded(None, ge=1)  # also write last.ckpt mid-epoch (long epochs, shards)
 
 
 @dataclass

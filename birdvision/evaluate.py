@@ -125,15 +125,12 @@ def load_samples(ckpt: Path, data: str | None, digest: str | None = None) -> tup
         data = str(run / "manifest.csv")
     p = Path(data).expanduser()
     seed = _run_seed(run)
-    try:
-        if p.is_file():
-            found = from_manifest(p, valid_fraction=0.15, test_fraction=0.15, seed=seed)
-        elif p.is_dir():
-            found = discover(p, valid_fraction=0.15, test_fraction=0.15, seed=seed)
-        else:
-            raise EvaluationError(f"data={data}: no such manifest file or folder")
-    except UnicodeDecodeError as e:
-        raise EvaluationError(f"{p}: not a text manifest (byte {e.start} is not UTF-8); is the file damaged?") from None
+    if p.is_file():
+        found = from_manifest(p, valid_fraction=0.15, test_fraction=0.15, seed=seed)
+    elif p.is_dir():
+        found = discover(p, valid_fraction=0.15, test_fraction=0.15, seed=seed)
+    else:
+        raise EvaluationError(f"data={data}: no such manifest file or folder")
     if own and digest and manifest_digest(found.samples) != digest:
         raise EvaluationError(
             f"{p} is not the manifest {ckpt.name} was trained on (its digest differs from the checkpoint's "

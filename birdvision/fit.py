@@ -188,7 +188,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, enable_progress: bool = Tru
         dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", save_top_k=1,
         enable_version_counter=False,
     )
-    callbacks: list[L.Callback] = [every_epoch, best, StagedFinetuning(cfg.finetune.warmup_epochs, freeze_bn=cfg.finetune.freeze_bn)]
+    mid_epoch = []
+    if t.checkpoint_every_n_steps:
+        # last.ckpt every N optimiser steps too: with shards, the loader's position is in it, so a
+        # kill mid-epoch resumes mid-epoch (each sample still seen once per epoch).
+        mid_epoch = [RunCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
+                                   every_n_train_steps=t.checkpoint_every_n_steps, enable_version_counter=False)]
+    callbacks: list[L.Callback] = [every_epoch, best, *mid_epoch, StagedFinetuning(cfg.finetune.warmup_epochs, freeze_bn=cfg.finetune.freeze_bn)]
     callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if enable_progress:
         callbacks.append(RichProgressBar())

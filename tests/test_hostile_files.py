@@ -439,7 +439,7 @@ def test_malformed_export_is_one_line_at_every_entry_point(name, onnx_file, phot
 
 
 @pytest.mark.parametrize("damage, needle", [
-    (b"\xff\xfe\x00\x81 not text", "not a text manifest"),
+    (b"\xff\xfe\x00\x81 not text", "missing column"),
     ("half", "is not the manifest best.ckpt was trained on"),
     ("swap_splits", "is not the manifest best.ckpt was trained on"),
     (b"", "missing column"),
@@ -534,8 +534,8 @@ SWEEP = [
     ("evaluate", ["class_map=/no/such.json"], "class_map=/no/such.json"),
     ("evaluate", ["ckpt=EMPTY"], "EMPTY has no checkpoints"),
     ("evaluate", ["class_map=BIN"], "class_map=BIN: not a text file"),
-    ("evaluate", ["data=BIN"], "BIN: not a text manifest"),
-    ("export", ["parity.data=BIN"], "BIN: not a text manifest"),
+    ("evaluate", ["data=BIN"], "BIN: missing column"),
+    ("export", ["parity.data=BIN"], "BIN: missing column"),
     ("bench", ["batch=0"], "batch=0"),
     ("bench", ["iters=0"], "iters=0"),
     ("bench", ["rounds=0"], "rounds=0"),

@@ -10,7 +10,6 @@ import os
 
 import lightning as L
 import torch
-from litdata import StreamingDataset
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -37,14 +36,22 @@ class BirdDataModule(L.LightningDataModule):
         self.batch_transform = batch_transform
         self.train_batch_transform = train_batch_transform
         self.train_sampler = train_sampler
+        self._train_loader: DataLoader | None = None
+        self._train_loader_state: dict | None = None
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.datasets[split]
-        if isinstance(ds, StreamingDataset):  # shards: LitData's loader, whose position checkpoints keep
+        if getattr(ds, "streamed", False):  # shards: LitData's loader, whose position checkpoints keep
             from birdvision.data.shards import shard_loader
 
-            return shard_loader(ds, batch_size=self.batch_size if train else self.eval_batch_size,
-                                num_workers=self.num_workers, drop_last=train and len(ds) > self.batch_size)
+            loader = shard_loader(ds, batch_size=self.batch_size if train else self.eval_batch_size,
+                                  num_workers=self.num_workers, drop_last=train and len(ds) > self.batch_size)
+            if train:
+                if self._train_loader_state is not None:
+                    loader.load_state_dict(self._train_loader_state)
+                    self._train_loader_state = None
+                self._train_loader = loader
+            return loader
         return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
@@ -55,6 +62,19 @@ class BirdDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    # The training loader's position, in every checkpoint, for a mid-epoch resume from shards. Lightning
+    # keeps it too, but restores it only into a loader it builds after the restore, and our one-cycle
+    # schedule has it build the loader before (to count steps), so the datamodule carries it.
+    def state_dict(self) -> dict:
+        loader = self._train_loader
+        return {"train_loader": loader.state_dict()} if loader is not None and hasattr(loader, "state_dict") else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._train_loader_state = state_dict.get("train_loader")
+        if self._train_loader_state is not None and self._train_loader is not None:
+            self._train_loader.load_state_dict(self._train_loader_state)
+            self._train_loader_state = None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from dataclasses import dataclass
@@ -29,16 +30,16 @@ class ImageLoadError(ValueError):
     """An image file that cannot be decoded."""
 
 
-def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
+def load_rgb(path: str | Path | io.BytesIO, draft_size: int | None = None) -> Image.Image:
     """Decode any image as RGB with its EXIF orientation applied.
 
     Grayscale, CMYK, palette and 16-bit images are converted; transparency is composited
     on white (a bird cut-out on black would teach the model a black background). For
     JPEGs, ``draft_size`` lets libjpeg decode at a reduced scale, much faster for photos
     far larger than the training size. Only regular files are opened: a FIFO named like a
-    photo would block the first read forever.
+    photo would block the first read forever. ``path`` may also be the encoded bytes in memory (shards).
     """
-    problem = file_problem(path)
+    problem = None if isinstance(path, io.BytesIO) else file_problem(path)
     if problem:
         raise ImageLoadError(f"{path}: {problem}")
     try:

@@ -133,7 +133,10 @@ def build_pipeline(cfg: DictConfig) -> Pipeline:
 
 
 def _shard_pipeline(cfg: DictConfig) -> Pipeline:
-    from birdvision.data.shards import shard_datasets
+    try:
+        from birdvision.data.shards import shard_datasets
+    except ImportError as e:
+        raise DataSourceError(str(e)) from None
 
     if cfg.data.mode != "image":
         raise DataSourceError("data.shards holds photos; spectrogram mode trains from recording folders")

@@ -23,8 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from litdata import StreamingDataLoader, StreamingDataset
-from litdata.streaming.writer import BinaryWriter
+
+try:
+    from litdata import StreamingDataLoader, StreamingDataset
+    from litdata.streaming.writer import BinaryWriter
+except ImportError as e:  # the [shards] extra
+    raise ImportError("shards need LitData: pip install -e \".[shards]\" (or pip install litdata)") from e
 
 from birdvision.artifacts import write_json
 from birdvision.console import progress_bar
@@ -52,25 +56,33 @@ def write_shards(samples: list[Sample], output: str | Path, *, chunk_mb: int = 6
     classes = class_list(active)
     idx = {c: i for i, c in enumerate(classes)}
     counts: dict[str, int] = {}
-    parts = {split: [s for s in active if s.split == split] for split in SPLITS}
-    total = sum(len(p) for p in parts.values())
+    written: list[Sample] = []
     with progress_bar() as bar:
-        task = bar.add_task("writing shards", total=total)
-        for split, part in parts.items():
-            counts[split] = len(part)
-            if not part:
-                continue
-            (out / split).mkdir(parents=True, exist_ok=True)
-            writer = BinaryWriter(str(out / split), chunk_bytes=f"{chunk_mb}MB")
-            for i, s in enumerate(part):
+        task = bar.add_task("writing shards", total=len(active))
+        for split in SPLITS:
+            part = [s for s in active if s.split == split]
+            writer, n = None, 0
+            for s in part:
+                bar.advance(task)
                 try:
                     data = Path(s.path).read_bytes()
-                except OSError as e:
-                    raise DataSourceError(f"{s.path}: cannot read ({e.strerror or e}); run birdvision.audit first") from None
-                writer.add_item(i, {"index": i, "label": idx[s.label], "data": data})
-                bar.advance(task)
-            writer.done()
-            writer.merge()
+                    load_rgb(io.BytesIO(data))  # a photo that does not decode never enters a shard
+                except (OSError, ImageLoadError) as e:
+                    log.warning("left out of the shards: %s (%s)", s.path, e)
+                    continue
+                if writer is None:
+                    (out / split).mkdir(parents=True, exist_ok=True)
+                    writer = BinaryWriter(str(out / split), chunk_bytes=f"{chunk_mb}MB")
+                writer.add_item(n, {"index": n, "label": idx[s.label], "data": data})
+                written.append(s)
+                n += 1
+            if writer is not None:
+                writer.done()
+                writer.merge()
+            counts[split] = n
+    if class_list(written) != classes:
+        raise DataSourceError(f"classes {sorted(set(classes) - set(class_list(written)))} have no readable photo left")
+    active = written
     write_manifest(out / "manifest.csv", active)
     meta = {"format": FORMAT, "mode": "image", "classes": classes, "manifest_digest": manifest_digest(active),
             "counts": counts}
@@ -123,9 +135,10 @@ class ShardDataset(StreamingDataset):
     """One split of a shard set: ``(image tensor, label, index)`` per item, decoded and transformed here.
 
     The index is the item's position in the split's sample list (``manifest.csv`` beside the shards),
-    so a run can account for every sample it saw. A photo that fails to decode is logged and
-    replaced by the next one of the same worker's stream, as with folders.
+    so a run can account for every sample it saw.
     """
+
+    streamed = True  # the datamodule gives it LitData's loader
 
     def __init__(self, input_dir: str, transform: Any, labels: list[int], *, shuffle: bool, seed: int,
                  draft_size: int | None = None):

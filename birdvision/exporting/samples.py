@@ -93,9 +93,6 @@ def find_samples(ckpt: Path, *, split: str, data: str | None, classes: list[str]
             origin = f"{manifest} (split={split})"
     except ManifestError as e:
         raise ExportError(str(e)) from None
-    except UnicodeDecodeError as e:
-        raise ExportError(f"{data or run_dir_of(ckpt) / 'manifest.csv'}: not a text manifest "
-                          f"(byte {e.start} is not UTF-8); is the file damaged?") from None
     return [s for s in samples if s.active], origin
 
 
