@@ -319,7 +319,9 @@ def audit(cfg: Any) -> AuditResult:
             [scans[p]["phash"] for p in readable],
             desc,
             t.near_duplicate_cosine,
+            progress=cfg.scan.progress,
         )
+        timings["duplicate_search_s"] = time.perf_counter() - t1
         for members in dups.clusters:
             g = _group_id(members)
             for p in members:

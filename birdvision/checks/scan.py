@@ -236,47 +236,51 @@ def scan_all(
     results: dict[str, dict[str, Any]] = {}
     stat_of: dict[str, tuple[int, int]] = {}
     todo: list[str] = []
-    for p in paths:
-        hit = None
-        if cache is not None:
-            try:
-                st = os.stat(p)
-                stat_of[p] = (st.st_size, st.st_mtime_ns)
-            except OSError:
-                st = None
-            sha = None
-            if st is not None and stat.S_ISREG(st.st_mode) and os.access(p, os.R_OK):
-                if trust_mtime:
-                    sha = cache.known_sha(p, st.st_size, st.st_mtime_ns)
-                if sha is None and st.st_size < (1 << 28):
-                    try:
-                        sha = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-                    except OSError:
-                        sha = None
-            if sha is not None:
-                hit = cache.get(sha)
-                if hit is not None and trust_mtime and st is not None:
-                    cache.remember(p, st.st_size, st.st_mtime_ns, sha)
-        if hit is not None:
-            hit["path"], hit["cached"] = p, True
-            results[p] = hit
-        else:
-            todo.append(p)
-    stats = ScanStats(files=len(paths), cached=len(results), computed=len(todo))
-    n_workers = min(workers or default_workers(), max(1, len(todo)))
-    if len(todo) < 16:
-        n_workers = 1  # a pool costs more than it saves on a handful of files
-    stats.workers = n_workers
     with Progress(
         TextColumn("[bold]audit[/] {task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=not progress or not todo,
+        disable=not progress,
         transient=True,
     ) as bar:
-        task = bar.add_task("scanning files", total=len(todo))
+        # A re-audit of unchanged files spends its scan time here: a stat, two SQLite look-ups, unpacking.
+        looking = bar.add_task("checking the scan cache", total=len(paths), visible=cache is not None)
+        for p in paths:
+            hit = None
+            if cache is not None:
+                try:
+                    st = os.stat(p)
+                    stat_of[p] = (st.st_size, st.st_mtime_ns)
+                except OSError:
+                    st = None
+                sha = None
+                if st is not None and stat.S_ISREG(st.st_mode) and os.access(p, os.R_OK):
+                    if trust_mtime:
+                        sha = cache.known_sha(p, st.st_size, st.st_mtime_ns)
+                    if sha is None and st.st_size < (1 << 28):
+                        try:
+                            sha = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+                        except OSError:
+                            sha = None
+                if sha is not None:
+                    hit = cache.get(sha)
+                    if hit is not None and trust_mtime and st is not None:
+                        cache.remember(p, st.st_size, st.st_mtime_ns, sha)
+                bar.advance(looking)
+            if hit is not None:
+                hit["path"], hit["cached"] = p, True
+                results[p] = hit
+            else:
+                todo.append(p)
+        bar.update(looking, visible=False)
+        stats = ScanStats(files=len(paths), cached=len(results), computed=len(todo))
+        n_workers = min(workers or default_workers(), max(1, len(todo)))
+        if len(todo) < 16:
+            n_workers = 1  # a pool costs more than it saves on a handful of files
+        stats.workers = n_workers
+        task = bar.add_task("scanning files", total=len(todo), visible=bool(todo))
         jobs = [(p, settings) for p in todo]
 
         def take(r: dict[str, Any]) -> None:
