@@ -27,13 +27,12 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from birdvision import __version__
 from birdvision.artifacts import atomic_path, sha256_file
-from birdvision.console import console
+from birdvision.console import progress_bar
 from birdvision.data.pipeline import batch_transform_for, eval_dataset
 from birdvision.models.factory import get_module
 from birdvision.models.registry import get_spec
@@ -149,10 +148,9 @@ def _embed_missing(module: nn.Module, backbone: str, dataset: Dataset, cache: Em
     get, handle = _capture_head_input(module, backbone)
     loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     done = 0
-    columns = (TextColumn("[bold]embedding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task(label, total=len(todo))
+        with progress_bar() as bar:
+            task = bar.add_task(f"embedding {label}", total=len(todo))
             for x, _ in loader:
                 if batch_transform is not None:
                     x = batch_transform(x)
