@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import difflib
 import json
 import logging
 import os
+import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -330,6 +333,16 @@ def _check_resume_matches(resume: Resume, pipe: Pipeline) -> None:
 RUN_DIR_ENV = "BIRDVISION_RUN_DIR"
 
 
+def _die_with_parent() -> None:
+    """A rank whose launcher (rank zero) is killed, even with SIGKILL, ends too (Linux), instead of
+    waiting half an hour in a collective for a peer that is gone while ``resume=latest`` starts anew."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def _is_rank_zero() -> bool:
     return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
@@ -356,6 +369,7 @@ def run(cfg: DictConfig) -> dict:
     if not _is_rank_zero():
         # A DDP rank that Lightning launched from rank zero's process: rank zero chose the run
         # folder, holds it and writes everything; this rank only trains and tests its shard.
+        _die_with_parent()
         shared = os.environ.get(RUN_DIR_ENV)
         if not shared:
             raise RunError(f"DDP rank without {RUN_DIR_ENV}: launch birdvision.fit once, with trainer.devices=N "

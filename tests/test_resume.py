@@ -312,3 +312,30 @@ def test_two_process_ddp_fit_writes_one_run_folder_and_resumes(demo_photos: Path
     assert r.returncode == 0, r.stderr[-3000:]
     assert list((out / "demo").iterdir()) == [rd]
     assert json.loads((rd / "summary.json").read_text())["epochs_completed"] == 3
+
+
+@pytest.mark.slow
+def test_ddp_killed_with_sigkill_leaves_no_rank_behind_and_resumes(demo_photos: Path, tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "birdvision.fit", *fit_args(demo_photos, out, "trainer.accelerator=cpu",
+                                                            "trainer.devices=2", "trainer.strategy=ddp",
+                                                            "trainer.max_epochs=3")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob("demo/*/checkpoints/epoch=000.ckpt")):
+        time.sleep(0.5)
+    assert list(out.glob("demo/*/checkpoints/epoch=000.ckpt")), "no first checkpoint"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    time.sleep(3)
+    ranks = subprocess.run(["pgrep", "-f", f"output_dir={out}"], capture_output=True, text=True).stdout.split()
+    assert ranks == []  # rank 1 ended with its launcher
+    r = subprocess.run(args + ["resume=latest"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (rd,) = list((out / "demo").iterdir())
+    assert json.loads((rd / "summary.json").read_text())["epochs_completed"] == 3
