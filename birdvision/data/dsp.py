@@ -11,9 +11,9 @@ and prediction must decode recordings with one and the same code.
 Speed comes from BLAS, not from Python loops:
 
 - resampling: output sample ``m`` is a dot product of the taps of phase ``(m * down) % up``
-  with the input samples just before ``m * down / up``; all outputs of one phase are one
-  matrix-vector product over a strided view of the input (no copy), so a call costs
-  ``up`` small GEMVs whatever the signal length;
+  with the input samples just before ``m * down / up``; a group of consecutive phases reads
+  the same short span of every period of the input, so the group's outputs are one matrix
+  product of a strided view of the input (no copy) with the phases' taps laid side by side;
 - the recursive (IIR) filter runs in chunks of ``L`` samples: inside a chunk the output
   is the chunk times an ``L x L`` Toeplitz matrix of the impulse response plus the
   chunk's starting state pushed through the filter; the states at the chunk starts follow
