@@ -4,6 +4,9 @@ Checkpoints and exported models may come from anywhere, so what a file says abou
 is checked (:func:`check_meta`) before anything is built or allocated from it: the class
 list, the preprocessing spec with every size bounded, the temperature. A file that fails
 is refused with one :class:`CheckpointError` naming the file and the field.
+
+PyTorch is imported only by the functions that read or write checkpoints, so the metadata
+checks (which exported ONNX models go through too) run in a process without it.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from birdvision.artifacts import atomic_path
 from birdvision.runs import RunError, find_checkpoint, run_dir_of, run_lock
+
+if TYPE_CHECKING:
+    import torch
 
 REQUIRED_HPARAMS = ("backbone", "classes", "preprocess")
 
@@ -174,6 +178,8 @@ def _first_line(e: BaseException, limit: int = 200) -> str:
 
 def _check_weights(ck: dict[str, Any], p: Path) -> None:
     """The state_dict is tensors by name, and its output layer has one row per class."""
+    import torch
+
     from birdvision.models import get_spec
 
     hp = ck["hyper_parameters"]
@@ -199,6 +205,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Read with ``torch.load(weights_only=True)``: tensors and plain containers only, never pickled code.
     """
+    import torch
+
     p = find_checkpoint(path)
     try:
         size = p.stat().st_size
@@ -262,6 +270,8 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu"):
 
 def set_temperature(path: str | Path, temperature: float) -> Path:
     """Store a fitted softmax temperature in a checkpoint, atomically, holding its run folder (if it is in one)."""
+    import torch
+
     p = find_checkpoint(path)
     run = run_dir_of(p)
     with run_lock(run) if run is not None else contextlib.nullcontext():

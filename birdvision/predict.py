@@ -9,21 +9,33 @@ species is always written (``always_top1``), further ones only at or above
 ``min_confidence``. A run log (``FILE.log``) beside the table lists every file that was
 skipped or predicted with warnings; bad files never stop the run.
 
+An exported model (``.onnx`` / ``.ort``) runs on ONNX Runtime without importing PyTorch or
+Lightning, so the command starts in well under a second. Over a folder, a resume journal
+(``FILE.journal``) records each finished file; running the same command again skips the
+files it holds (same model, same settings, unchanged content), also after a crash or ``kill -9``.
+
 Exit codes: 0 done, 1 nothing could be predicted (every file unreadable), 2 a user error
 (missing model or input, a bad option).
 """
 
 from __future__ import annotations
 
-import logging
+import os
 
-from birdvision.artifacts import OutputError
-from birdvision.checkpoint import CheckpointError
-from birdvision.config import ConfigError, parse_cli, to_yaml
-from birdvision.console import console, run_cli, setup_logging
-from birdvision.prediction import PredictError
-from birdvision.prediction.options import PredictConfig
-from birdvision.runs import RunError
+# numpy's OpenBLAS would start one thread per core for the resampler's and high-pass's matrix products,
+# fighting ONNX Runtime's pool for the same cores; decoding runs in its own thread beside the model instead.
+# Set before numpy is first imported (a no-op when the caller already imported it).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import logging  # noqa: E402
+
+from birdvision.artifacts import OutputError  # noqa: E402
+from birdvision.checkpoint import CheckpointError  # noqa: E402
+from birdvision.config import ConfigError, parse_cli, to_yaml  # noqa: E402
+from birdvision.console import console, run_cli, setup_logging  # noqa: E402
+from birdvision.prediction import PredictError  # noqa: E402
+from birdvision.prediction.options import PredictConfig  # noqa: E402
+from birdvision.runs import RunError  # noqa: E402
 
 log = logging.getLogger("birdvision.predict")
 
@@ -42,6 +54,11 @@ def run(cfg) -> int:
     if result.audio and result.predict_s > 0:
         console.print(f"{result.audio_seconds:.0f} s of audio in {result.predict_s:.1f} s "
                       f"({result.audio_seconds / result.predict_s:.0f}x real time)")
+    if result.resumed:
+        console.print(f"{len(result.resumed)} file(s) already done, taken from the journal {result.journal} "
+                      "(resume=false to predict them again)")
+    for note in result.journal_notes:
+        console.print(f"[yellow]journal[/]: {note}")
     if result.skipped or result.warned or result.passed_over:
         console.print(f"[yellow]{len(result.skipped)} file(s) skipped, {len(result.warned)} warning(s), "
                       f"{len(result.passed_over)} passed over[/]: see {log_file}")

@@ -175,7 +175,10 @@ def test_disk_filling_up_during_the_write_names_the_table_and_leaves_nothing(run
     out = tmp_path / "p.csv"
     assert predict_main([f"model={run_dir}", f"input={photos}", f"output={out}"]) == 2
     one_error(capsys, f"cannot write {out}", "the disk is full")
-    assert files_under(tmp_path) == []  # no table, no half-written temporary file
+    # no table, no half-written temporary file; only the resume journal, whole, so a re-run rebuilds the table
+    journal = tmp_path / "p.journal"
+    assert files_under(tmp_path) == [journal]
+    assert all(json.loads(line) for line in journal.read_text().splitlines())
 
 
 def test_run_cli_turns_a_stray_write_error_into_one_line(capsys):

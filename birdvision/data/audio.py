@@ -31,8 +31,8 @@ from typing import Literal
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import butter, resample_poly, sosfiltfilt
 
+from birdvision.data.dsp import butter_highpass_sos, resample_poly, sosfiltfilt
 from birdvision.data.files import list_folder, walk_files
 from birdvision.data.manifest import Sample, label_problem
 
@@ -195,16 +195,11 @@ def _ratio(orig_sr: int, target_sr: int) -> tuple[int, int]:
 
 
 def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Polyphase resampling along the last axis (anti-aliased; exact rational ratio)."""
+    """Polyphase resampling along the last axis (anti-aliased; exact rational ratio; see :mod:`birdvision.data.dsp`)."""
     if orig_sr == target_sr:
         return x.astype(np.float32, copy=False)
     up, down = _ratio(orig_sr, target_sr)
-    return resample_poly(x, up, down, axis=-1).astype(np.float32, copy=False)
-
-
-@lru_cache(maxsize=64)
-def _highpass_sos(sample_rate: int, cutoff_hz: float, order: int) -> np.ndarray:
-    return butter(order, cutoff_hz, btype="highpass", fs=sample_rate, output="sos")
+    return resample_poly(np.asarray(x, np.float32), up, down)
 
 
 def highpass(x: np.ndarray, sample_rate: int, cutoff_hz: float, order: int = _HIGHPASS_ORDER) -> np.ndarray:
@@ -217,7 +212,7 @@ def highpass(x: np.ndarray, sample_rate: int, cutoff_hz: float, order: int = _HI
         raise ValueError(f"highpass_hz must be in (0, {sample_rate / 2}), got {cutoff_hz}")
     if x.shape[-1] < 3 * (2 * _HIGHPASS_ORDER + 1) + 1:
         return x.astype(np.float32, copy=False)  # too short for filtfilt's padding; leave as is
-    return sosfiltfilt(_highpass_sos(sample_rate, float(cutoff_hz), order), x, axis=-1).astype(np.float32)
+    return sosfiltfilt(butter_highpass_sos(order, float(cutoff_hz), float(sample_rate)), x)
 
 
 def _channels(x: np.ndarray, stereo: str) -> np.ndarray:

@@ -34,7 +34,8 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from scipy.signal import resample_poly
+
+from birdvision.data.dsp import resample_poly
 
 Background = Callable[[int, np.random.Generator], "np.ndarray | None"]
 

@@ -2,67 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from birdvision.data.files import file_problem
+from birdvision.data.image_io import IMAGE_SUFFIXES, MAX_PIXELS, ImageLoadError, load_rgb
 from birdvision.data.manifest import Sample
 
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageLoadError", "load_rgb"]  # decoding lives in image_io (no torch)
+
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-# Refuse to decode images larger than this many pixels (a 16k x 16k PNG is 256 Mpx):
-# Pillow's own limit only warns up to twice its value.
-MAX_PIXELS = 89_478_485
-
-
-class ImageLoadError(ValueError):
-    """An image file that cannot be decoded."""
-
-
-def load_rgb(path: str | Path | io.BytesIO, draft_size: int | None = None) -> Image.Image:
-    """Decode any image as RGB with its EXIF orientation applied.
-
-    Grayscale, CMYK, palette and 16-bit images are converted; transparency is composited
-    on white (a bird cut-out on black would teach the model a black background). For
-    JPEGs, ``draft_size`` lets libjpeg decode at a reduced scale, much faster for photos
-    far larger than the training size. Only regular files are opened: a FIFO named like a
-    photo would block the first read forever. ``path`` may also be the encoded bytes in memory (shards).
-    """
-    problem = None if isinstance(path, io.BytesIO) else file_problem(path)
-    if problem:
-        raise ImageLoadError(f"{path}: {problem}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageLoadError(f"{path}: {img.width}x{img.height} exceeds {MAX_PIXELS} pixels")
-            if draft_size and img.format == "JPEG":
-                img.draft("RGB", (draft_size, draft_size))
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                img = img.convert("RGBA")
-                bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(bg, img)
-            elif img.mode == "I;16" or img.mode == "I":
-                img = img.point(lambda v: v / 256).convert("L")
-            return img.convert("RGB")
-    except ImageLoadError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageLoadError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
-
 
 @dataclass(frozen=True)
 class ImagePreprocess:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from birdvision import __version__
 from birdvision.checkpoint import CheckpointError, check_meta
+
+if TYPE_CHECKING:  # the predict path reads metadata through ONNX Runtime and never imports onnx (1.5 s)
+    import onnx
 
 # input_kind tells a reader what the graph's single input is.
 INPUT_KINDS = {

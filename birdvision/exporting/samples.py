@@ -15,17 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from birdvision.data.images import IMAGE_SUFFIXES, ImageLoadError, load_rgb
+from birdvision.data.image_io import IMAGE_SUFFIXES, ImageLoadError, load_rgb, resize_uint8
 from birdvision.data.manifest import ManifestError, Sample, read_manifest
 from birdvision.exporting import ExportError
 from birdvision.runs import CHECKPOINTS
 
 log = logging.getLogger(__name__)
 
-_PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-                "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
 
 
 @dataclass
@@ -44,18 +41,6 @@ class InputSet:
 def run_dir_of(ckpt: Path) -> Path:
     """The run folder a checkpoint belongs to (``RUN/checkpoints/x.ckpt`` -> ``RUN``)."""
     return ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent
-
-
-def resize_uint8(img: Image.Image, size: int, interpolation: str) -> np.ndarray:
-    """A PIL image squashed to ``size x size`` with the checkpoint's filter, as ``uint8 [H, W, 3]``.
-
-    Same call torchvision's ``Resize`` makes on PIL input, so the training-time eval
-    transform and this array agree.
-    """
-    img = img.convert("RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), _PIL_FILTERS.get(interpolation, Image.Resampling.BILINEAR))
-    return np.asarray(img, dtype=np.uint8).copy()
 
 
 def _folder_samples(folder: Path, classes: list[str]) -> list[Sample]:

@@ -11,6 +11,7 @@ from birdvision.prediction import PredictError
 MAX_BATCH = 4096  # windows / photos per forward pass: the buffer is allocated up front
 MAX_BLOCK_SECONDS = 3600.0  # one decoded block is held in memory (an hour at 48 kHz is 0.7 GB of float32)
 MAX_THREADS = 1024
+MAX_PREFETCH = 64
 
 
 @dataclass
@@ -28,8 +29,11 @@ class PredictConfig:
     merge: bool = False  # one row per run of consecutive windows with the same species (max confidence)
     raven: str | None = None  # also write a Raven selection table here (recordings only)
     batch_size: int = 16  # windows / photos per forward pass
-    threads: int = 0  # intra-op threads of PyTorch / ONNX Runtime; 0 = the engine's default
+    threads: int = 0  # intra-op threads of ONNX Runtime / PyTorch; 0 = every core this process may use
     block_seconds: float = 60.0  # audio decoded per block: memory stays at one block whatever the file's length
+    prefetch: int = 2  # batches decoded ahead in a background thread while the model runs (0 = decode inline)
+    resume: bool = True  # folder inputs: skip files the journal beside the output (OUTPUT.journal) already holds
+    #                      for this model and these settings; false = start the journal over
 
 
 def check_options(cfg: Any) -> None:
@@ -49,6 +53,8 @@ def check_options(cfg: Any) -> None:
         raise bad("batch_size", f"an integer in [1, {MAX_BATCH}]")
     if not 0 <= cfg.threads <= MAX_THREADS:
         raise bad("threads", f"an integer in [0, {MAX_THREADS}] (0 = the engine's default)")
+    if not 0 <= cfg.prefetch <= MAX_PREFETCH:
+        raise bad("prefetch", f"an integer in [0, {MAX_PREFETCH}] (batches decoded ahead; 0 = inline)")
     if not (finite(cfg.block_seconds) and 0 < cfg.block_seconds <= MAX_BLOCK_SECONDS):
         raise bad("block_seconds", f"a number of seconds in (0, {MAX_BLOCK_SECONDS:g}]")
     if not (finite(cfg.overlap_seconds) and cfg.overlap_seconds >= 0):

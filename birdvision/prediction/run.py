@@ -1,11 +1,16 @@
-"""Predict on files with any :class:`~birdvision.inference.Predictor`: the loop, the problems, the log.
+"""Predict on files with any :class:`~birdvision.prediction.predictor.Predictor`: the loop, the problems, the log.
 
 Recordings are streamed window by window (:mod:`birdvision.prediction.windows`) and
 windows from consecutive files share batches, so a folder of short clips runs at the
-same batch size as one long recording. Every file ends in exactly one of: predicted,
-predicted with warnings (NaN samples, pure silence, a low sample rate, decoding that
-stopped part-way), skipped with a reason (zero frames, not audio / not a photo), or
-passed over by its name in a folder walk. All of them are listed in the run log.
+same batch size as one long recording. Decoding (reading, resampling and high-passing
+the next block, or decoding the next photos) runs in a background thread a bounded
+number of batches ahead of the model (:mod:`birdvision.prediction.prefetch`).
+
+Every file ends in exactly one of: predicted, predicted with warnings (NaN samples, pure
+silence, a low sample rate, decoding that stopped part-way), skipped with a reason (zero
+frames, not audio / not a photo), taken from the resume journal of an earlier run over
+the same folder (:mod:`birdvision.prediction.journal`), or passed over by its name in a
+folder walk. All of them are listed in the run log.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,10 +28,12 @@ import numpy as np
 
 from birdvision.artifacts import check_output_file
 from birdvision.data.audio import AudioError, info
-from birdvision.data.images import ImageLoadError
+from birdvision.data.image_io import ImageLoadError
 from birdvision.prediction import PredictError
 from birdvision.prediction.inputs import Inputs, find_inputs
+from birdvision.prediction.journal import Journal, Record, file_sha256, journal_path_for, result_settings
 from birdvision.prediction.options import check_options
+from birdvision.prediction.prefetch import prefetch
 from birdvision.prediction.tables import Row, merge_runs, predictions_csv, raven_table, top_rows, write_table
 from birdvision.prediction.windows import StreamNotes, WindowGrid, stream_windows
 from birdvision.runs import RunError, find_checkpoint
@@ -46,58 +53,97 @@ class PredictResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): nothing predicted
     warned: list[tuple[str, str]] = field(default_factory=list)  # (file, note): predicted, but look
     passed_over: list[tuple[str, str]] = field(default_factory=list)  # by name, in a folder walk
-    items: int = 0  # windows or photos through the model
-    audio_seconds: float = 0.0
+    resumed: list[str] = field(default_factory=list)  # taken from the journal of an earlier run, not predicted again
+    journal: str | None = None  # the resume journal (folder runs)
+    journal_notes: list[str] = field(default_factory=list)  # what opening the journal found (started over, repaired)
+    items: int = 0  # windows or photos through the model (this run)
+    audio_seconds: float = 0.0  # audio through the model (this run)
     max_block_samples: int = 0  # largest decoded block held (the streaming memory bound)
     predict_s: float = 0.0  # wall time of decoding + model, without loading the model
 
 
-class _Batcher:
-    """Fill a fixed buffer with model inputs; run the model when it is full (and at the end)."""
+@dataclass
+class _Job:
+    """One input file: its position in the table, its path and the key it has in the journal."""
 
-    def __init__(self, predictor: Any, batch_size: int, shape: tuple[int, ...], dtype: Any,
-                 emit: Callable[[list[Any], np.ndarray], None]) -> None:
-        self.predictor, self.emit = predictor, emit
-        self.buf = np.zeros((max(1, batch_size), *shape), dtype=dtype)
-        self.meta: list[Any] = []
+    index: int
+    path: Path
+    key: str
 
-    def add(self, meta: Any, x: np.ndarray) -> None:
-        self.buf[len(self.meta)] = x
+
+@dataclass
+class _Batch:
+    """Inputs ready for the model: ``x [n, ...]`` and per row (job index, start, valid) or (job index,)."""
+
+    meta: list[tuple[int, ...]]
+    x: np.ndarray
+
+
+@dataclass
+class _Finished:
+    """All of a file's items were handed to batches (or the file was skipped, or resumed from the journal)."""
+
+    job: _Job
+    status: str  # predicted | skipped | resumed
+    notes: list[str] = field(default_factory=list)
+    items: int = 0
+    audio_seconds: float = 0.0
+    max_block: int = 0
+    sha256: str | None = None
+    record: Record | None = None  # resumed: the journal's record
+
+
+class _BatchBuilder:
+    """Collect model inputs into fresh batch arrays (never reused, so a batch can cross threads)."""
+
+    def __init__(self, batch_size: int, shape: tuple[int, ...], dtype: Any) -> None:
+        self.size, self.shape, self.dtype = max(1, batch_size), shape, dtype
+        self._new()
+
+    def _new(self) -> None:
+        self.x = np.empty((self.size, *self.shape), self.dtype)
+        self.meta: list[tuple[int, ...]] = []
+
+    def add(self, meta: tuple[int, ...], x: np.ndarray) -> _Batch | None:
+        self.x[len(self.meta)] = x
         self.meta.append(meta)
-        if len(self.meta) == len(self.buf):
-            self.flush()
+        return self.take() if len(self.meta) == self.size else None
 
-    def flush(self) -> None:
-        if self.meta:
-            probs = self.predictor.predict_batch(self.buf[: len(self.meta)])
-            self.emit(self.meta, probs)
-            self.meta = []
+    def take(self) -> _Batch | None:
+        if not self.meta:
+            return None
+        out = _Batch(self.meta, self.x[: len(self.meta)])
+        self._new()
+        return out
 
 
-def predict_audio(predictor: Any, files: list[Path], cfg: Any, result: PredictResult) -> None:
-    """Stream each recording into windows, batch them across files, keep the rows worth writing."""
-    pre = predictor.preprocess
-    sr = int(pre["sample_rate"])
+def _hash_and_lookup(job: _Job, journal: Journal | None) -> tuple[str | None, Record | None]:
+    """The file's content hash and, when the journal holds it unchanged, its record (in the decode thread)."""
+    if journal is None:
+        return None, None
     try:
-        grid = WindowGrid.from_seconds(sr, float(pre["clip_seconds"]), float(cfg.overlap_seconds))
-    except ValueError as e:
-        raise PredictError(str(e)) from None
-    top_k = cfg.top_k or 1
+        sha = file_sha256(job.path)
+    except OSError:
+        return None, None  # unreadable: decoding says why, and nothing is journalled
+    return sha, journal.done(job.key, sha)
 
-    def emit(meta: list[tuple[str, int, int]], probs: np.ndarray) -> None:
-        picked = top_rows(probs, predictor.classes, top_k=top_k, min_confidence=cfg.min_confidence,
-                          always_top1=cfg.always_top1)
-        for (name, start, valid), pairs in zip(meta, picked, strict=True):
-            t0, t1 = round(start / sr, 6), round((start + valid) / sr, 6)
-            result.rows.extend(Row(name, sp, c, t0, t1) for sp, c in pairs)
 
-    batcher = _Batcher(predictor, cfg.batch_size, (grid.clip,), np.float32, emit)
-    for path in files:
-        name = str(path)
+def _decode_recordings(jobs: list[_Job], predictor: Any, grid: WindowGrid, cfg: Any,
+                       journal: Journal | None) -> Iterator[_Batch | _Finished]:
+    """Windows of every recording in batches (shared across files), each file closed by a :class:`_Finished`."""
+    pre = predictor.preprocess
+    sr = grid.sample_rate
+    builder = _BatchBuilder(cfg.batch_size, (grid.clip,), np.float32)
+    for job in jobs:
+        path, name = job.path, str(job.path)
+        sha, rec = _hash_and_lookup(job, journal)
+        if rec is not None:
+            yield _Finished(job, "resumed", sha256=sha, record=rec)
+            continue
         notes = StreamNotes()
         file_notes: list[str] = []
         n_windows = 0
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught:  # only this thread decodes, so only its warnings land here
             warnings.simplefilter("always")
             try:
                 meta = info(path)
@@ -111,13 +157,13 @@ def predict_audio(predictor: Any, files: list[Path], cfg: Any, result: PredictRe
                         start, valid, x = next(gen)
                     except StopIteration:
                         break
-                    batcher.add((name, start, valid), x)
                     n_windows += 1
+                    if (batch := builder.add((job.index, start, valid), x)) is not None:
+                        yield batch
             except _DECODE_ERRORS as e:
                 if n_windows == 0:
                     reason = str(e).removeprefix(f"{path}: ")
-                    result.skipped.append((name, reason))
-                    log.warning("skipped %s: %s", name, reason)
+                    yield _Finished(job, "skipped", [reason], sha256=sha)
                     continue
                 notes.stopped = str(e)
         nan_blocks = [w for w in caught if "NaN/inf" in str(w.message)]
@@ -138,57 +184,158 @@ def predict_audio(predictor: Any, files: list[Path], cfg: Any, result: PredictRe
             file_notes.append("pure silence (every sample is 0): its predictions mean nothing")
         if notes.samples < grid.clip:
             file_notes.append(f"{notes.samples / sr:.2f} s is shorter than one {grid.clip / sr:g} s window: padded with silence")
-        for note in file_notes:
-            result.warned.append((name, note))
-            log.warning("%s: %s", name, note)
-        result.predicted.append(name)
-        result.items += n_windows
-        result.audio_seconds += notes.samples / sr
-        result.max_block_samples = max(result.max_block_samples, notes.max_block)
-    batcher.flush()
+        yield _Finished(job, "predicted", file_notes, n_windows, notes.samples / sr, notes.max_block, sha)
+    if (batch := builder.take()) is not None:
+        yield batch
 
 
-def predict_photos(predictor: Any, files: list[Path], cfg: Any, result: PredictResult) -> None:
-    """Decode and resize each photo, batch them, keep the top-k rows."""
-    from birdvision.inference import InferenceError
+def _decode_photos(jobs: list[_Job], predictor: Any, cfg: Any, journal: Journal | None) -> Iterator[_Batch | _Finished]:
+    """Decoded, resized photos in batches, each photo closed by a :class:`_Finished`."""
+    from birdvision.prediction.predictor import InferenceError
 
-    top_k = cfg.top_k or 5
-
-    def emit(meta: list[str], probs: np.ndarray) -> None:
-        picked = top_rows(probs, predictor.classes, top_k=top_k, min_confidence=cfg.min_confidence,
-                          always_top1=cfg.always_top1)
-        for name, pairs in zip(meta, picked, strict=True):
-            result.rows.extend(Row(name, sp, c) for sp, c in pairs)
-
-    batcher = _Batcher(predictor, cfg.batch_size, predictor.input_shape, np.uint8, emit)
-    for path in files:
-        name = str(path)
-        try:
-            x = predictor.prepare(path)
-        except (ImageLoadError, InferenceError, OSError, ValueError) as e:
-            reason = str(e).removeprefix(f"{path}: ")
-            result.skipped.append((name, reason))
-            log.warning("skipped %s: %s", name, reason)
+    builder = _BatchBuilder(cfg.batch_size, tuple(predictor.input_shape), np.uint8)
+    for job in jobs:
+        sha, rec = _hash_and_lookup(job, journal)
+        if rec is not None:
+            yield _Finished(job, "resumed", sha256=sha, record=rec)
             continue
-        batcher.add(name, x)
-        result.predicted.append(name)
-        result.items += 1
-    batcher.flush()
+        try:
+            x = predictor.prepare(job.path)
+        except (ImageLoadError, InferenceError, OSError, ValueError) as e:
+            yield _Finished(job, "skipped", [str(e).removeprefix(f"{job.path}: ")], sha256=sha)
+            continue
+        if (batch := builder.add((job.index,), x)) is not None:
+            yield batch
+        yield _Finished(job, "predicted", items=1, sha256=sha)
+    if (batch := builder.take()) is not None:
+        yield batch
 
 
-def predict_files(predictor: Any, inputs: Inputs, cfg: Any) -> PredictResult:
-    """Run the predictor over the inputs (recordings or photos, as the model's spec says)."""
+class _Collector:
+    """The consumer side: run each batch, keep rows per file, close files whose every item has been through
+    the model (result lists, journal records), commit the journal after each batch."""
+
+    def __init__(self, predictor: Any, cfg: Any, result: PredictResult, journal: Journal | None,
+                 jobs: list[_Job]) -> None:
+        self.predictor, self.cfg, self.result, self.journal = predictor, cfg, result, journal
+        self.names = [str(j.path) for j in jobs]
+        n_files = len(jobs)
+        self.audio = result.audio
+        self.sr = int(predictor.preprocess["sample_rate"]) if self.audio else 0
+        self.top_k = cfg.top_k or (1 if self.audio else 5)
+        self.rows: list[list[Row] | None] = [None] * n_files
+        self.seen = [0] * n_files  # items of each file through the model
+        self.waiting: list[_Finished] = []
+
+    def run(self, batch: _Batch) -> None:
+        probs = self.predictor.predict_batch(batch.x)
+        picked = top_rows(probs, self.predictor.classes, top_k=self.top_k, min_confidence=self.cfg.min_confidence,
+                          always_top1=self.cfg.always_top1)
+        for meta, pairs in zip(batch.meta, picked, strict=True):
+            i = meta[0]
+            rows = self.rows[i] if self.rows[i] is not None else []
+            self.rows[i] = rows
+            name = self.names[i]
+            if self.audio:
+                t0, t1 = round(meta[1] / self.sr, 6), round((meta[1] + meta[2]) / self.sr, 6)
+                rows.extend(Row(name, sp, c, t0, t1) for sp, c in pairs)
+            else:
+                rows.extend(Row(name, sp, c) for sp, c in pairs)
+            self.seen[i] += 1
+        self.result.items += len(batch.meta)
+        self._close_ready()
+        if self.journal is not None:
+            self.journal.commit()
+
+    def finished(self, f: _Finished) -> None:
+        self.waiting.append(f)
+        self._close_ready()
+
+    def _close_ready(self) -> None:
+        still = []
+        for f in self.waiting:
+            if f.status == "predicted" and self.seen[f.job.index] < f.items:
+                still.append(f)
+            else:
+                self._close(f)
+        self.waiting = still
+
+    def _close(self, f: _Finished) -> None:
+        res, name, i = self.result, str(f.job.path), f.job.index
+        if f.status == "resumed":
+            rec = f.record
+            assert rec is not None
+            res.resumed.append(name)
+            self.rows[i] = [Row(name, r[0], float(r[1]), *(float(v) for v in r[2:4])) for r in rec.rows]
+            if rec.status == "skipped":
+                res.skipped.append((name, rec.notes[0] if rec.notes else "skipped"))
+            else:
+                res.predicted.append(name)
+                res.warned.extend((name, n) for n in rec.notes)
+            return
+        if f.status == "skipped":
+            reason = f.notes[0]
+            res.skipped.append((name, reason))
+            log.warning("skipped %s: %s", name, reason)
+        else:
+            for note in f.notes:
+                res.warned.append((name, note))
+                log.warning("%s: %s", name, note)
+            res.predicted.append(name)
+            res.audio_seconds += f.audio_seconds
+            res.max_block_samples = max(res.max_block_samples, f.max_block)
+        if self.journal is not None and f.sha256 is not None:
+            rows = [[r.species, r.confidence] + ([r.start_s, r.end_s] if self.audio else []) for r in self.rows[i] or []]
+            self.journal.add(Record(f.job.key, f.sha256, f.status, rows, list(f.notes), f.items, f.audio_seconds,
+                                    f.max_block))
+
+
+def predict_files(predictor: Any, inputs: Inputs, cfg: Any, *, journal: Journal | None = None,
+                  root: Path | None = None) -> PredictResult:
+    """Run the predictor over the inputs (recordings or photos, as the model's spec says).
+
+    Decoding runs ``cfg.prefetch`` batches ahead in a background thread while the model works on the
+    current batch. With a ``journal`` (folder runs), files it holds unchanged are taken from it and each
+    finished file is recorded; journal keys are paths relative to ``root``.
+    """
     check_options(cfg)
     result = PredictResult(audio=bool(predictor.is_audio), passed_over=list(inputs.passed_over))
-    t0 = time.perf_counter()
+    jobs = [_Job(i, p, _journal_key(p, root)) for i, p in enumerate(inputs.files)]
     if result.audio:
-        predict_audio(predictor, inputs.files, cfg, result)
+        pre = predictor.preprocess
+        try:
+            grid = WindowGrid.from_seconds(int(pre["sample_rate"]), float(pre["clip_seconds"]), float(cfg.overlap_seconds))
+        except ValueError as e:
+            raise PredictError(str(e)) from None
+        events = _decode_recordings(jobs, predictor, grid, cfg, journal)
     else:
-        predict_photos(predictor, inputs.files, cfg, result)
+        events = _decode_photos(jobs, predictor, cfg, journal)
+    collector = _Collector(predictor, cfg, result, journal, jobs)
+    t0 = time.perf_counter()
+    for ev in prefetch(events, depth=int(getattr(cfg, "prefetch", 2))):
+        if isinstance(ev, _Batch):
+            collector.run(ev)
+        else:
+            collector.finished(ev)
+    if collector.waiting:  # pragma: no cover - every item went through a batch
+        raise RuntimeError(f"{len(collector.waiting)} file(s) never completed")
+    if journal is not None:
+        journal.commit()
     result.predict_s = time.perf_counter() - t0
+    result.rows = [r for rows in collector.rows if rows for r in rows]
     if cfg.merge and result.audio:
         result.rows = merge_runs(result.rows)
     return result
+
+
+def _journal_key(path: Path, root: Path | None) -> str:
+    """A file's name in the journal: its path relative to the input folder (stable across working directories)."""
+    if root is not None:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return str(path)
 
 
 def log_path_for(output: str | Path) -> Path:
@@ -209,7 +356,8 @@ def run_log(result: PredictResult, predictor: Any, cfg: Any, *, load_s: float) -
         f"always_top1={cfg.always_top1} merge={cfg.merge} batch_size={cfg.batch_size} threads={cfg.threads}"
         + (f" overlap_seconds={cfg.overlap_seconds} block_seconds={cfg.block_seconds}" if result.audio else ""),
         f"files: {len(result.predicted)} predicted ({len({f for f, _ in result.warned})} with warnings), "
-        f"{len(result.skipped)} skipped, {len(result.passed_over)} passed over by name",
+        f"{len(result.skipped)} skipped, {len(result.passed_over)} passed over by name"
+        + (f"; {len(result.resumed)} of them already done (taken from the journal)" if result.resumed else ""),
         f"rows: {len(result.rows)} from {result.items} {'windows' if result.audio else 'photos'}",
     ]
     if result.audio and result.predict_s > 0:
@@ -218,6 +366,9 @@ def run_log(result: PredictResult, predictor: Any, cfg: Any, *, load_s: float) -
                      f"largest block {result.max_block_samples} samples)")
     elif result.predict_s > 0:
         lines.append(f"photos: {result.items} in {result.predict_s:.2f} s; model load {load_s:.2f} s")
+    if result.journal:
+        lines.append(f"journal: {result.journal}")
+        lines += [f"JOURNAL {n}" for n in result.journal_notes]
     lines += [f"SKIPPED {f}: {r}" for f, r in result.skipped]
     lines += [f"WARNING {f}: {r}" for f, r in result.warned]
     lines += [f"PASSED OVER {f}: {r}" for f, r in result.passed_over]
@@ -231,8 +382,10 @@ def check_outputs(cfg: Any) -> dict[Path, str]:
     and an output that is the model or the input file (it would be overwritten).
     """
     log_file = log_path_for(cfg.output)
+    journal = journal_path_for(cfg.output)
     wanted = [("output", Path(cfg.output), None),
-              ("the run log", log_file, f"the run log {log_file} (beside output={cfg.output})")]
+              ("the run log", log_file, f"the run log {log_file} (beside output={cfg.output})"),
+              ("the journal", journal, f"the resume journal {journal} (beside output={cfg.output})")]
     if cfg.raven:
         wanted.append(("raven", Path(cfg.raven), None))
     taken: dict[Path, str] = {}
@@ -240,9 +393,9 @@ def check_outputs(cfg: Any) -> dict[Path, str]:
         check_output_file(path, key=key, label=label)
         r = path.expanduser().resolve()
         if r in taken:
-            if key == "the run log":
-                raise PredictError(f"output={cfg.output}: its run log would overwrite it; give the table "
-                                   "a suffix other than .log (e.g. .csv)")
+            if key in ("the run log", "the journal"):
+                raise PredictError(f"output={cfg.output}: {key} would overwrite it; give the table "
+                                   "a suffix other than .log or .journal (e.g. .csv)")
             raise PredictError(f"{key}={path} is also {taken[r]}; give them different paths")
         taken[r] = key
     model = Path(cfg.model).expanduser()
@@ -257,9 +410,20 @@ def check_outputs(cfg: Any) -> dict[Path, str]:
     return taken
 
 
+def model_digest(path: str | Path) -> str:
+    """SHA-256 of the model file (a run folder's best checkpoint) that the journal is keyed by."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = find_checkpoint(p)
+    return file_sha256(p)
+
+
 def run_predict(cfg: Any) -> tuple[PredictResult, Path]:
-    """Load the model, predict on the input, write the table (+ Raven table) and the run log."""
-    from birdvision.inference import load
+    """Load the model, predict on the input, write the table (+ Raven table) and the run log.
+
+    A folder input keeps a resume journal beside the table (``resume=false`` starts it over).
+    """
+    from birdvision.prediction.predictor import load
 
     if not cfg.model:
         raise PredictError("model= is required (a .ckpt, a run folder or an exported .onnx)")
@@ -276,7 +440,20 @@ def run_predict(cfg: Any) -> tuple[PredictResult, Path]:
     if clash:
         raise PredictError(f"{outputs[min(clash)]}={min(clash)} is one of the input files; "
                            "choose an output path outside the inputs")
-    result = predict_files(predictor, inputs, cfg)
+    root = Path(cfg.input).expanduser()
+    journal = None
+    if root.is_dir():
+        journal = Journal.open(journal_path_for(cfg.output), model_digest=model_digest(predictor.source),
+                               settings=result_settings(cfg, audio=predictor.is_audio), resume=bool(cfg.resume))
+        for note in journal.notes:
+            log.warning("%s", note)
+    try:
+        result = predict_files(predictor, inputs, cfg, journal=journal, root=root if journal else None)
+    finally:
+        if journal is not None:
+            journal.close()
+    if journal is not None:
+        result.journal, result.journal_notes = str(journal.path), list(journal.notes)
     write_table(cfg.output, predictions_csv(result.rows, audio=result.audio))
     if cfg.raven:
         if result.audio:

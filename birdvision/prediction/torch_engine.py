@@ -1,0 +1,76 @@
+"""Checkpoints on PyTorch (``engine="torch"``), and bare spectrogram exports whose mel frontend runs here.
+
+The checkpoint path of ``predict``: the model is rebuilt from its checkpoint (read as data,
+never as code) and gets the same decoded inputs as the exports; spectrogram inputs go
+through the checkpoint's own mel frontend, photos through ``(u8 / 255 - mean) / std``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from birdvision.checkpoint import CheckpointError, checkpoint_meta, load_classifier
+from birdvision.exporting.graphs import mel_frontend
+from birdvision.prediction.onnx_engine import OnnxPredictor
+from birdvision.prediction.predictor import Predictor
+from birdvision.runs import find_checkpoint
+
+
+def _frontend_of(source: Path, preprocess: dict[str, Any]) -> Any:
+    try:
+        return mel_frontend(preprocess)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{source}: its mel frontend spec cannot be built ({e})") from None
+
+
+def net_inputs(raw: np.ndarray, preprocess: dict[str, Any], frontend: Any | None) -> np.ndarray:
+    """Same arithmetic as the parity gate: normalise the uint8 photo, or run the mel frontend."""
+    if frontend is not None:
+        with torch.no_grad():
+            return frontend(torch.from_numpy(raw)).numpy()
+    x = torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(preprocess["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous().numpy()
+
+
+class TorchPredictor(Predictor):
+    """A checkpoint's BirdClassifier in eval mode."""
+
+    engine = "torch"
+
+    def __init__(self, *, model: Any, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._model = model
+        self._frontend = _frontend_of(self.source, self.preprocess) if self.is_audio else None
+
+    def _forward(self, raw: np.ndarray) -> np.ndarray:
+        x = net_inputs(raw, self.preprocess, self._frontend)
+        with torch.inference_mode():
+            return self._model.predict_proba(torch.from_numpy(x)).float().numpy()
+
+
+class FrontendOnnxPredictor(OnnxPredictor):
+    """A bare spectrogram export (``input_kind="mel"``): the mel frontend runs here in PyTorch."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._frontend = _frontend_of(self.source, self.preprocess)
+
+    def _feed(self, raw: np.ndarray) -> np.ndarray:
+        return net_inputs(raw, self.preprocess, self._frontend)
+
+
+def load_checkpoint(path: str | Path, *, threads: int = 0) -> TorchPredictor:
+    """A :class:`TorchPredictor` from a ``.ckpt`` or a run folder (its best checkpoint)."""
+    ckpt = find_checkpoint(Path(path).expanduser())
+    meta = checkpoint_meta(ckpt)
+    model = load_classifier(ckpt)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return TorchPredictor(source=ckpt, classes=meta["classes"], preprocess=meta["preprocess"],
+                          temperature=float(meta.get("temperature", 1.0)), model=model, metadata=meta)
