@@ -93,7 +93,7 @@ def shards(photos: Path, out: Path) -> None:
     for col in ("source", "test acc", "val acc best", "fit s"):
         t.add_column(col)
     for name, args in (("folders", [f"data.root={photos}"]), ("shards", [f"data.shards={sh}"])):
-        s, wall = fit(out / name, *args)
+        s, wall = fit(out / f"fit_from_{name}", *args)
         t.add_row(name, f"{s['test/acc']:.4f}", f"{s['val/acc_best']:.4f}", f"{wall:.0f}")
     Console().print(t)
 
