@@ -90,8 +90,9 @@ def cosine_pairs(
 ) -> list[tuple[int, int, float]]:
     """All pairs ``i < j`` whose descriptors' cosine similarity reaches ``threshold``.
 
-    Exact, in blocks of rows against the rows after them: N^2/2 dot products, which on two
-    cores is ~4 s at 20k photos and ~80 s at 90k, a sixth of decoding them. ``block`` rows
+    Exact, in blocks of rows against the rows after them: N^2/2 dot products, ~4 s for 20k
+    photos on two idle cores and ~2 min for 90k on two shared ones, a small part of decoding
+    them (``benchmarks/bench_audit_scale.py``), so no approximate index is needed. ``block`` rows
     per step (default: as many as keep the block near ``BLOCK_ELEMENTS`` entries, 2048 at
     most) bounds memory; ``progress`` is told the number of pairs each step compared.
     """
