@@ -24,7 +24,7 @@ class ShardsConfig:
     preset: str = "default"
     output: str | None = None  # a new, empty folder
     chunk_mb: int = bounded(64, ge=1, le=4096)  # LitData chunk size
-    seed: int = bounded(42, ge=0, lt=2**32)  # splits made here when the data has none (use fit's seed)
+    seed: int = bounded(42, ge=0, lt=2**32)  # splits made here when the data has none (use fit's seed); train order
     data: DataConfig = field(default_factory=DataConfig)
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         problems = check_splits(found.samples)
         if problems:
             raise DataSourceError(f"{found.origin}: " + "; ".join(problems))
-        meta = write_shards(found.samples, cfg.output, chunk_mb=cfg.chunk_mb)
+        meta = write_shards(found.samples, cfg.output, chunk_mb=cfg.chunk_mb, seed=cfg.seed)
         console.print(f"shards of {found.origin} in {cfg.output}: {meta['counts']}, {len(meta['classes'])} classes, "
                       f"manifest digest {meta['manifest_digest'][:12]}")
         return 0

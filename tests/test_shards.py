@@ -107,3 +107,28 @@ def test_shards_from_another_manifest_or_cut_short_are_refused(shards: Path, dem
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert shards_main([f"data.root={demo_photos}", f"output={shards}"]) == 2
     assert "is not an empty folder" in capsys.readouterr().err
+
+
+def test_training_batches_from_shards_mix_every_class(tmp_path: Path):
+    """Written in class order, a stream shuffled only locally gives batches of one or two classes
+    (LitData's default in-chunk window is 256 items); training must see every class in a batch."""
+    from PIL import Image
+
+    from birdvision.data.manifest import Sample
+    from birdvision.data.shards import ShardDataset, shard_loader, write_shards
+
+    samples = []
+    for c in range(4):
+        folder = tmp_path / "photos" / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(150):
+            p = folder / f"{i}.png"
+            Image.new("RGB", (4, 4), (c * 60, i, 0)).save(p)
+            samples.append(Sample(str(p), f"class{c}", "train", str(p)))
+    samples += [Sample(s.path, s.label, "valid", s.group + "v") for s in samples[::150]]
+    write_shards(samples, tmp_path / "shards", seed=3)
+    ds = ShardDataset(str(tmp_path / "shards" / "train"), lambda im: 0, [], shuffle=True, seed=1)
+    for workers in (0, 2):
+        first = next(iter(shard_loader(ds, batch_size=64, num_workers=workers, drop_last=True)))
+        counts = Counter(first[1].tolist())
+        assert len(counts) == 4 and max(counts.values()) <= 32, (workers, counts)

@@ -12,13 +12,21 @@ counts and the format version; ``OUT/manifest.csv`` is the manifest the shards w
 Each item is ``{"index", "label", "data"}``: the photo's encoded bytes as they were on disk
 (decoded at training time exactly like a folder's files, so accuracy does not depend on the
 source) and its position in the split's sample list.
+
+Shuffling: a stream can only shuffle locally (LitData permutes chunk order and, by default, only
+windows of 256 items inside a chunk), so a split written in class order gave training batches of
+a handful of neighbouring species: measured on the real photos, a head-only epoch reached 37%
+valid accuracy from shards against 67% from folders. The training split is therefore written in
+a seeded random order, and read with a full in-chunk permutation every epoch.
 """
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +46,21 @@ from birdvision.data.sources import DataSourceError
 
 log = logging.getLogger(__name__)
 
+# A full permutation inside each chunk, not the 256-item windows LitData >= 0.2.7x uses by default
+# (older releases permute whole chunks and have no such argument).
+_FULL_ITEM_SHUFFLE = ({"item_shuffle_window": 0}
+                      if "item_shuffle_window" in inspect.signature(StreamingDataset.__init__).parameters else {})
+
 SHARDS_META = "shards.json"
 FORMAT = 1
 SPLITS = ("train", "valid", "test")
 
 
-def write_shards(samples: list[Sample], output: str | Path, *, chunk_mb: int = 64) -> dict:
+def write_shards(samples: list[Sample], output: str | Path, *, chunk_mb: int = 64, seed: int = 0) -> dict:
     """Cut the active samples of a manifest into per-split LitData shards under ``output``; returns the metadata.
 
-    Written in this process with LitData's chunk writer (its ``optimize`` spawns worker processes
+    The training split is written in a random order drawn from ``seed`` (see the module's note on
+    shuffling); ``manifest.csv`` lists each split in the order of its items. Written in this process with LitData's chunk writer (its ``optimize`` spawns worker processes
     for transforms we do not need: the items are the files' bytes).
     """
     out = Path(output)
@@ -61,6 +75,8 @@ def write_shards(samples: list[Sample], output: str | Path, *, chunk_mb: int = 6
         task = bar.add_task("writing shards", total=len(active))
         for split in SPLITS:
             part = [s for s in active if s.split == split]
+            if split == "train":
+                random.Random(seed).shuffle(part)
             writer, n = None, 0
             for s in part:
                 bar.advance(task)
@@ -85,7 +101,7 @@ def write_shards(samples: list[Sample], output: str | Path, *, chunk_mb: int = 6
     active = written
     write_manifest(out / "manifest.csv", active)
     meta = {"format": FORMAT, "mode": "image", "classes": classes, "manifest_digest": manifest_digest(active),
-            "counts": counts}
+            "counts": counts, "train_order_seed": seed}
     write_json(out / SHARDS_META, meta)
     return meta
 
@@ -143,7 +159,7 @@ class ShardDataset(StreamingDataset):
     def __init__(self, input_dir: str, transform: Any, labels: list[int], *, shuffle: bool, seed: int,
                  draft_size: int | None = None):
         check_chunks(input_dir)
-        super().__init__(input_dir, shuffle=shuffle, seed=seed, drop_last=False)
+        super().__init__(input_dir, shuffle=shuffle, seed=seed, drop_last=False, **_FULL_ITEM_SHUFFLE)
         self.image_transform = transform
         self.draft_size = draft_size
         self._labels = labels
