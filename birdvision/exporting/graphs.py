@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -98,9 +99,60 @@ def export_module(module: nn.Module, example: torch.Tensor, *, input_name: str, 
     return model
 
 
+class _StaticPadConv(nn.Module):
+    """A "same"-padded convolution whose padding was worked out once for a fixed input size."""
+
+    def __init__(self, conv: nn.Conv2d, pads: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.conv, self.pads = conv, pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        return F.conv2d(F.pad(x, self.pads), c.weight, c.bias, c.stride, 0, c.dilation, c.groups)
+
+
+def static_same_padding(net: nn.Module, shape: tuple[int, int, int]) -> nn.Module:
+    """A copy of ``net`` whose TF-style "same" convolutions (timm's ``Conv2dSame``: EfficientNet-Lite) pad by
+    constants for inputs of ``shape``, or ``net`` itself when it has none.
+
+    Exported as they are, those convolutions compute their padding from the input's shape in the graph
+    (Shape, Gather, Ceil, Pad); the INT8 quantizer then quantizes the pad widths themselves and ONNX
+    Runtime cannot fuse the padded convolutions and their neighbours into integer kernels (14 of
+    Lite0's 49 convolutions stayed float, behind dequantize/quantize pairs). With constant pads the
+    Pad folds into the convolution. Every exported file is gated against the checkpoint, so the
+    two paddings are proven equal at this size.
+    """
+    try:
+        from timm.layers.conv2d_same import Conv2dSame
+        from timm.layers.padding import get_same_padding
+    except ImportError:  # pragma: no cover - timm ships with birdvision
+        return net
+    if not any(isinstance(m, Conv2dSame) for m in net.modules()):
+        return net
+    import copy
+
+    net = copy.deepcopy(net).eval()
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, name=name: sizes.__setitem__(name, tuple(a[0].shape[-2:])))
+             for name, m in net.named_modules() if isinstance(m, Conv2dSame)]
+    with torch.no_grad():
+        net(torch.zeros(1, *shape))
+    for h in hooks:
+        h.remove()
+    for name, (ih, iw) in sizes.items():
+        m = net.get_submodule(name)
+        ph = get_same_padding(ih, m.kernel_size[0], m.stride[0], m.dilation[0])
+        pw = get_same_padding(iw, m.kernel_size[1], m.stride[1], m.dilation[1])
+        parent, _, attr = name.rpartition(".")
+        setattr(net.get_submodule(parent) if parent else net, attr,
+                _StaticPadConv(m, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)))
+    return net
+
+
 def export_net(net: nn.Module, shape: tuple[int, int, int], opset: int) -> onnx.ModelProto:
-    """The bare network: normalised float ``input [B, C, H, W]`` -> ``logits [B, K]``."""
-    return export_module(net, torch.zeros(2, *shape), input_name=NET_INPUT, output_name=NET_OUTPUT, opset=opset)
+    """The bare network: normalised float ``input [B, C, H, W]`` -> ``logits [B, K]`` (padding fixed for ``shape``)."""
+    return export_module(static_same_padding(net, shape), torch.zeros(2, *shape), input_name=NET_INPUT,
+                         output_name=NET_OUTPUT, opset=opset)
 
 
 def _like(ref: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
