@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's birdvision, whatever is installed
 REALDATA = ROOT.parent / "shared" / "realdata"
 BUSY = Path("/tmp/cpu_busy_audit")
 SR_FILE = 44100

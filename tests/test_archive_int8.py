@@ -102,3 +102,22 @@ def test_int8_call_model_quantises_the_network_and_keeps_the_frontend_float(tmp_
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "RC 0 False" in r.stdout, r.stderr[-2000:]
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 1 + 5  # five 1 s windows
+
+
+def test_bench_times_int8_call_models_in_real_time_units(tmp_path, calls_run):
+    from birdvision.bench import benchmark_checkpoint, engine_table
+    from birdvision.export import main as export_main
+
+    out = tmp_path / "export"
+    assert export_main([f"ckpt={calls_run}", "format=onnx,int8", f"output_dir={out}", "parity.max_acc_drop=1.0",
+                        "calibration.n=8"]) == 0
+    res = benchmark_checkpoint(calls_run, engines=("ort_fp32", "ort_int8"), export_dir=out, threads=1, batch=4,
+                               iters=2, rounds=1, isolate=False)
+    for e in ("ort_fp32", "ort_int8"):
+        row = res["engines"][e]
+        assert row["x_real_time"] == pytest.approx(row["throughput_ips"] * 1.0)  # 1 s windows
+    from rich.console import Console
+
+    c = Console(record=True, width=200)
+    c.print(engine_table(res))
+    assert "x real time" in c.export_text()
