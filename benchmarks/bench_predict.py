@@ -169,8 +169,9 @@ def photo_folder(folder: Path, n: int) -> str:
     """``n`` photos (real ones, repeated when fewer) in ``folder``."""
     have = sorted(folder.rglob("*.jpg")) if folder.is_dir() else []
     src = REALDATA / "photos"
+    note = folder.with_suffix(".txt")  # beside the folder, so predict does not pass it over as a non-photo
     if len(have) == n:
-        return (folder / "SOURCE.txt").read_text() if (folder / "SOURCE.txt").is_file() else "?"
+        return note.read_text() if note.is_file() else "?"
     shutil.rmtree(folder, ignore_errors=True)
     photos = sorted(src.rglob("*.jpg")) if src.is_dir() else []
     what = f"real photos from {src} ({len(photos)} distinct, repeated to {n})"
@@ -185,7 +186,7 @@ def photo_folder(folder: Path, n: int) -> str:
         dst = folder / p.parent.name / f"{i:05d}_{p.name}"
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p, dst)
-    (folder / "SOURCE.txt").write_text(what)
+    note.write_text(what)
     return what
 
 

@@ -339,3 +339,14 @@ def test_kill_9_then_rerun_gives_every_file_exactly_once(tmp_path, photo_export)
     assert all(abs(float(a["confidence"]) - float(b["confidence"])) < 1e-4 for a, b in zip(rows, clean, strict=True))
     names = [json.loads(ln)["file"] for ln in jp.read_text().splitlines()[1:]]
     assert len(names) == len(set(names)) == 200
+
+
+def test_output_inside_the_input_folder_is_passed_over_on_a_rerun(tmp_path, photo_export, capsys):
+    photos = make_photos(tmp_path / "photos", 3)
+    out = photos / "predictions.csv"
+    assert run_cli(photo_export, photos, out) == 0
+    assert run_cli(photo_export, photos, out) == 0  # table, log and journal are not taken for inputs
+    err = capsys.readouterr().err
+    assert "3 file(s) already done" in err
+    log = out.with_suffix(".log").read_text()
+    assert "PASSED OVER" in log and "predictions.journal" in log

@@ -64,6 +64,8 @@ NON_AUDIO_SUFFIXES = {
     ".tif",
     ".tiff",
     ".webp",
+    ".log",  # predict's run log and resume journal, when the output sits inside the input folder
+    ".journal",
 }
 _PROBE_BLOCK_FRAMES = 1 << 18  # 262144 frames per read: ~6 s at 44.1 kHz, a few MB per block
 _HIGHPASS_ORDER = 4
