@@ -1,7 +1,7 @@
 """Predicting over archives: real-time factors, whole-command speed, photos per second and peak memory.
 
     flock /tmp/bench.lock python benchmarks/bench_predict.py \\
-        [--calls RUN_OR_CKPT] [--photos RUN_OR_CKPT] [--threads 0] [--batch 16] [--work /tmp/bench_predict]
+        [--calls RUN_OR_CKPT] [--photos RUN_OR_CKPT] [--threads 0] [--batch N] [--work /tmp/bench_predict]
 
 Prints, all measured in this one run, one engine at a time (each in its own process):
 
@@ -261,7 +261,7 @@ def main() -> None:
     ap.add_argument("--calls", help="a trained spectrogram run (effnet_lite0_calls); default: untrained")
     ap.add_argument("--photos", help="a trained effnet_lite0 photo run (224 px); default: untrained")
     ap.add_argument("--threads", type=int, default=0, help="predict's threads= (0: its default for this machine)")
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=None, help="predict's batch_size= (default: predict's own)")
     ap.add_argument("--hours", type=float, default=1.0)
     ap.add_argument("--n-photos", type=int, default=2000)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_predict"))
@@ -272,6 +272,10 @@ def main() -> None:
         engine, model, wav, warm, threads = a.worker
         print(json.dumps(worker(engine, model, wav, warm, int(threads), a.batch)))
         return
+    if a.batch is None:
+        from birdvision.prediction.options import PredictConfig
+
+        a.batch = PredictConfig().batch_size
     work = a.work
     work.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, a.skip.split(",")))

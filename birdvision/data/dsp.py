@@ -30,7 +30,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 _CHUNK = 64  # IIR chunk length: 64 multiply-adds per sample in the Toeplitz product, few recurrence steps
-_GROUP = 16  # output phases per matrix product when resampling (span ~ 16 * down / up + taps rows)
+_GROUP = 32  # output phases per matrix product when resampling (span ~ 32 * down / up + taps rows)
 
 
 # --------------------------------------------------------------------------------------------------
