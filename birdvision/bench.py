@@ -4,7 +4,9 @@ Engines: ``torch`` (PyTorch eager, the model alone on a normalised tensor), ``or
 (the exported ``model.onnx``, preprocessing in the graph when it was exported that way),
 ``ort_bare`` (``model.bare.onnx``: no preprocessing, to price it), ``ort_int8`` and
 ``ort_fp16``. FP16 is timed only where ONNX Runtime has a GPU provider: on CPU it runs
-through inserted casts and says nothing about a phone or a Jetson.
+through inserted casts and says nothing about a phone or a Jetson. For spectrogram models the
+ONNX files take waveform windows (the mel frontend stays float inside ``model.int8.onnx`` too), and
+the table adds ``x real time``: seconds of audio per second at the throughput batch.
 
 Each engine is timed in its own subprocess by default (``isolate=true``) with a pinned
 thread count: on a 2-core machine, PyTorch's OpenMP pool and ONNX Runtime's spinning
@@ -351,8 +353,13 @@ def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[st
     i8 = rows.get("ort_int8", {})
     if i8.get("acc") is not None and i8.get("acc_torch") is not None:
         ratios["int8_acc_drop_points"] = (i8["acc_torch"] - i8["acc"]) * 100
+    pre = meta["preprocess"]
+    if pre.get("kind") == "audio":  # windows per second -> seconds of audio per second, for files that take waveforms
+        for e, r in rows.items():
+            if e in ("ort_fp32", "ort_int8", "ort_fp16") and "throughput_ips" in r:
+                r["x_real_time"] = r["throughput_ips"] * float(pre["clip_seconds"])
     return {"checkpoint": str(ck), "backbone": meta.get("backbone"), "recipe": meta.get("recipe"),
-            "classes": len(meta["classes"]), "input": meta["preprocess"].get("size"), "threads": threads,
+            "classes": len(meta["classes"]), "input": pre.get("size"), "threads": threads,
             "device": device_name(), "load_avg_1min": _load(), "export_dir": str(out_dir), "engines": rows,
             "ratios": ratios}
 
@@ -429,17 +436,20 @@ def engine_table(result: dict[str, Any]):
 
     title = f"{result.get('backbone', result.get('model', ''))} on {result['device']}, {result['threads']} threads"
     t = Table(title=title)
-    for col in ("engine", "file", "MB", "ms b=1 (median)", "p90", f"img/s b={next(iter(result['engines'].values())).get('batch', '')}",
-                "x torch (paired)", "acc"):
+    audio = any("x_real_time" in r for r in result["engines"].values())
+    cols = ["engine", "file", "MB", "ms b=1 (median)", "p90", f"img/s b={next(iter(result['engines'].values())).get('batch', '')}",
+            "x torch (paired)", "acc"] + (["x real time"] if audio else [])
+    for col in cols:
         t.add_column(col, justify="right" if col not in ("engine", "file") else "left")
     for name, r in result["engines"].items():
         if "skipped" in r:
-            t.add_row(name, r["file"], f"{r.get('mb', '')}", "skipped: " + r["skipped"], "", "", "", "")
+            t.add_row(name, r["file"], f"{r.get('mb', '')}", "skipped: " + r["skipped"], *[""] * (len(cols) - 4))
             continue
         acc = "" if r.get("acc") is None else f"{r['acc'] * 100:.1f}%"
+        rt = [f"{r['x_real_time']:.0f}" if "x_real_time" in r else ""] if audio else []
         t.add_row(name, r["file"], f"{r['mb']:.1f}", f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
                   f"{r['throughput_ips']:.1f}", f"{r.get('speedup_vs_torch', 0):.2f}" if r.get("speedup_vs_torch") else "",
-                  acc)
+                  acc, *rt)
     return t
 
 

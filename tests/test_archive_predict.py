@@ -339,3 +339,33 @@ def test_kill_9_then_rerun_gives_every_file_exactly_once(tmp_path, photo_export)
     assert all(abs(float(a["confidence"]) - float(b["confidence"])) < 1e-4 for a, b in zip(rows, clean, strict=True))
     names = [json.loads(ln)["file"] for ln in jp.read_text().splitlines()[1:]]
     assert len(names) == len(set(names)) == 200
+
+
+def test_output_inside_the_input_folder_is_passed_over_on_a_rerun(tmp_path, photo_export, capsys):
+    photos = make_photos(tmp_path / "photos", 3)
+    out = photos / "predictions.csv"
+    assert run_cli(photo_export, photos, out) == 0
+    assert run_cli(photo_export, photos, out) == 0  # table, log and journal are not taken for inputs
+    err = capsys.readouterr().err
+    assert "3 file(s) already done" in err
+    log = out.with_suffix(".log").read_text()
+    assert "PASSED OVER" in log and "predictions.journal" in log
+
+
+@pytest.mark.realdata
+def test_real_odd_recordings_accounted_for_and_resumed(realdata, tmp_path, audio_export, capsys):
+    """Real broken and odd files beside good ones: each is in the table or the error list, and a re-run
+    takes them all from the journal (the broken ones too, with their reasons)."""
+    folder = realdata / "odd" / "audio"
+    out = tmp_path / "odd.csv"
+    assert run_cli(audio_export, folder, out) == 0
+    inputs = find_inputs(folder, audio=True)
+    in_table = {r["file"] for r in rows_of(out)}
+    log = out.with_suffix(".log").read_text()
+    skipped = {ln.split(": ")[0].removeprefix("SKIPPED ") for ln in log.splitlines() if ln.startswith("SKIPPED ")}
+    assert {str(f) for f in inputs.files} == in_table | skipped and not in_table & skipped and skipped
+    first = out.read_text()
+    capsys.readouterr()
+    assert run_cli(audio_export, folder, out) == 0
+    assert f"{len(inputs.files)} file(s) already done" in " ".join(capsys.readouterr().err.split())
+    assert out.read_text() == first and out.with_suffix(".log").read_text().count("SKIPPED") == len(skipped)

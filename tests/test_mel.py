@@ -100,7 +100,8 @@ def test_fft_and_conv_paths_agree():
 
 @pytest.mark.parametrize("kw", [{}, {"n_fft": 512, "hop_length": 256, "n_mels": 32},
                                 {"n_fft": 1024, "hop_length": 256, "f_min_hz": 1000.0, "f_max_hz": 8000.0},
-                                {"n_fft": 2048, "hop_length": 1024, "n_mels": 64}])
+                                {"n_fft": 2048, "hop_length": 1024, "n_mels": 64},
+                                {"n_fft": 1000, "hop_length": 250, "n_mels": 40}])  # P = 25: odd, no self-mirror at P/2
 def test_factored_dft_matches_fft(kw):
     x = torch.from_numpy(np.stack([chirp(1.3), chirp(1.3, 3) * 0.01, np.zeros(41600, np.float32)]))
     fft, fac = MelFrontend(stft="fft", **kw), MelFrontend(stft="factored", **kw)

@@ -139,7 +139,7 @@ def test_two_hour_file_streams_in_bounded_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(W, "stream_blocks", spy)
     pred = FakePredictor(sr, 5.0)
     tracemalloc.start()
-    res = predict_files(pred, find_inputs(p, audio=True), cfg(block_seconds=60.0))
+    res = predict_files(pred, find_inputs(p, audio=True), cfg(block_seconds=60.0, batch_size=16))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     whole = n * 4  # the recording as float32

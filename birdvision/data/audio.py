@@ -64,6 +64,8 @@ NON_AUDIO_SUFFIXES = {
     ".tif",
     ".tiff",
     ".webp",
+    ".log",  # predict's run log and resume journal, when the output sits inside the input folder
+    ".journal",
 }
 _PROBE_BLOCK_FRAMES = 1 << 18  # 262144 frames per read: ~6 s at 44.1 kHz, a few MB per block
 _HIGHPASS_ORDER = 4
@@ -212,12 +214,17 @@ def highpass(x: np.ndarray, sample_rate: int, cutoff_hz: float, order: int = _HI
         raise ValueError(f"highpass_hz must be in (0, {sample_rate / 2}), got {cutoff_hz}")
     if x.shape[-1] < 3 * (2 * _HIGHPASS_ORDER + 1) + 1:
         return x.astype(np.float32, copy=False)  # too short for filtfilt's padding; leave as is
-    return sosfiltfilt(butter_highpass_sos(order, float(cutoff_hz), float(sample_rate)), x)
+    sos = butter_highpass_sos(order, float(cutoff_hz), float(sample_rate))
+    if x.ndim == 2 and x.shape[0] == 1:  # one channel: no stacking copy
+        return sosfiltfilt(sos, x[0])[None, :]
+    return sosfiltfilt(sos, x)
 
 
 def _channels(x: np.ndarray, stereo: str) -> np.ndarray:
     """[T, C] decoded frames -> [C', T]: one mixed channel, or every channel on its own."""
     if stereo == "mix":
+        if x.shape[1] == 1:  # mono: nothing to mix (a mean over one channel costs a pass over the block)
+            return x.T
         return x.mean(axis=1, dtype=np.float32)[None, :]
     if stereo == "split":
         return np.ascontiguousarray(x.T, dtype=np.float32)
@@ -225,6 +232,8 @@ def _channels(x: np.ndarray, stereo: str) -> np.ndarray:
 
 
 def _finite(x: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    if np.isfinite(np.sum(x, dtype=np.float64)):  # one pass, no mask: a sum is finite iff every sample is
+        return x
     bad = ~np.isfinite(x)
     if bad.any():
         n = int(bad.sum())

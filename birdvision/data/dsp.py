@@ -30,7 +30,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 _CHUNK = 64  # IIR chunk length: 64 multiply-adds per sample in the Toeplitz product, few recurrence steps
-_GROUP = 16  # output phases per matrix product when resampling (span ~ 16 * down / up + taps rows)
+_GROUP = 32  # output phases per matrix product when resampling (span ~ 32 * down / up + taps rows)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,15 +217,19 @@ def sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
     """Filter a 1-D signal through the sections from states ``zi [n_sections, 2]``; float32 out.
 
     Products run in float32 (the output is float32 and each chunk's sum is a short one); the
-    state recurrence across chunks runs in float64.
+    state recurrence across chunks runs in float64. A float32 ``x`` whose length is a multiple
+    of the chunk length is read in place (:func:`sosfiltfilt` lays its buffers out that way).
     """
     length = _CHUNK
     tc, obs, m = _chunk_operators(tuple(np.asarray(sos, np.float64).ravel()), length)
     n = len(x)
     nc = -(-n // length)
-    xs = np.zeros(nc * length, np.float32)
-    xs[:n] = x
-    both = xs.reshape(nc, length) @ tc
+    if n == nc * length and x.dtype == np.float32 and x.flags.c_contiguous:
+        xs = x.reshape(nc, length)
+    else:
+        xs = np.zeros((nc, length), np.float32)
+        xs.reshape(-1)[:n] = x
+    both = xs @ tc  # [nc, L + S]: zero-state outputs, then the end state each chunk reaches from zero
     # w[c]: the state at the start of chunk c = sum over i <= c of v[i] M^(c - i), with v[0] = zi and
     # v[c] = the end state chunk c - 1 reaches from a zero start; prefix sums by doubling.
     w = np.empty((nc, m.shape[0]))
@@ -235,9 +239,9 @@ def sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
     while d < nc and np.abs(p).max() > 1e-18:  # beyond that, older chunks no longer reach float64 precision
         w[d:] += w[:-d] @ p  # the right side is evaluated first: old values, as the doubling needs
         p, d = p @ p, 2 * d
-    y = both[:, :length]
-    y += w.astype(np.float32) @ obs
-    return y.ravel()[:n]
+    y = np.empty((nc, length), np.float32)
+    np.add(both[:, :length], w.astype(np.float32) @ obs, out=y)
+    return y.reshape(-1)[:n]
 
 
 def sosfiltfilt(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -251,8 +255,14 @@ def sosfiltfilt(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
     edge = 3 * ntaps
     if len(x) <= edge:
         raise ValueError(f"the signal ({len(x)} samples) must be longer than {edge} samples to filter")
-    ext = np.concatenate([2 * x[0] - x[edge:0:-1], x, 2 * x[-1] - x[-2 : -(edge + 2) : -1]])
+    n = len(x) + 2 * edge
+    buf = np.zeros(-(-n // _CHUNK) * _CHUNK, np.float32)  # whole chunks: each pass reads its input in place
+    buf[:edge] = 2 * x[0] - x[edge:0:-1]  # odd extension at both ends
+    buf[edge : edge + len(x)] = x
+    buf[edge + len(x) : n] = 2 * x[-1] - x[-2 : -(edge + 2) : -1]
     zi = _sosfilt_zi(sos)
-    y = sosfilt(sos, ext, zi * float(ext[0]))
-    y = sosfilt(sos, y[::-1], zi * float(y[-1]))[::-1]
-    return np.ascontiguousarray(y[edge:-edge])
+    y = sosfilt(sos, buf, zi * float(buf[0]))[:n]  # trailing zeros: a causal filter's outputs before them are exact
+    buf[:n] = y[::-1]
+    buf[n:] = 0
+    y = sosfilt(sos, buf, zi * float(buf[0]))[:n]
+    return y[n - edge - 1 : edge - 1 : -1] if edge > 0 else y[::-1].copy()

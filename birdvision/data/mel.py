@@ -35,7 +35,9 @@ Why factored: the conv DFT costs ``n_fft`` multiply-adds per output bin and fram
 EfficientNet-B0 on the mel image, and 2/3 of an exported model's CPU time). One
 Cooley-Tukey step with ``n_fft = P x Q`` (2048 = 32 x 64) does a P-point DFT for each of
 the Q phases, a twiddle multiply, then a Q-point DFT: ``n_fft x (2P + 4 K2) `` multiply-adds
-per frame (about 0.4 M, 10x fewer); the twiddle is folded into the second stage's matrices. Frames are cut by reshaping the
+per frame (about 0.4 M, 10x fewer); the twiddle is folded into the second stage's matrices, and
+because frames are real only half of the first stage's P-point DFTs are computed (the others are
+their complex conjugates, which the second stage reads through its own matrices). Frames are cut by reshaping the
 padded signal into ``hop``-sample chunks and concatenating ``n_fft / hop`` shifted views.
 """
 
@@ -173,27 +175,42 @@ class MelFrontend(nn.Module):
         Frame sample ``n = Q p + q`` (``p < P`` major, ``q < Q`` minor, the frame reshaped
         ``[P, Q]``) and bin ``k = k1 + P k2``:
         ``X[k] = sum_q W_Q^(q k2) W_N^(q k1) sum_p W_P^(p k1) x[Q p + q]`` with ``W_M = e^(-2 pi i / M)``.
+
+        The frame is real, so the first stage's outputs are mirror images:
+        ``A[P - k1, q] = conj(A[k1, q])``. Only ``k1 = 0 .. P // 2`` are computed (``G`` of them,
+        half the first stage's work and of the intermediate the second stage reorders); each one's
+        second-stage matrix also produces the bins of its mirror ``P - k1`` from ``conj(A[k1])``.
         """
         n = self.n_fft
         p = max(d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0)
         q = n // p
         k2n = (self.bin_hi - 1) // p + 1  # k2 values needed to reach bin_hi - 1
-        self.fact_p, self.fact_q, self.fact_k2 = p, q, k2n
-        pp, qq, kk2 = np.arange(p), np.arange(q), np.arange(k2n)
-        a1 = 2 * np.pi * np.outer(pp, pp) / p  # [k1, p]
-        stage1 = np.concatenate([np.cos(a1), -np.sin(a1)])  # [2P, P]: rows k1 (real) then k1 (imag)
+        g = p // 2 + 1
+        self.fact_p, self.fact_q, self.fact_k2, self.fact_g = p, q, k2n, g
+        pp, qq, kk2, k1 = np.arange(p), np.arange(q), np.arange(k2n), np.arange(g)
+        a1 = 2 * np.pi * np.outer(k1, pp) / p  # [k1, p]
+        stage1 = np.concatenate([np.cos(a1), -np.sin(a1)])  # [2G, P]: rows k1 (real) then k1 (imag)
         # The twiddle W_N^(q k1) and the Q-point DFT W_Q^(q k2) combine to W_N^(q k), k = k1 + P k2:
-        # one [2Q, 2 K2] matrix per k1 takes [re | im] of stage 1 over q to [re | im] of X over k2,
-        # X = (Ar cos + Ai sin) + i (Ai cos - Ar sin), so the twiddle costs nothing at run time.
-        k = pp[:, None] + p * kk2[None, :]  # [k1, k2] -> bin
-        ang = 2 * np.pi * qq[None, :, None] * k[:, None, :] / n  # [k1, q, k2]
-        c2, s2 = np.cos(ang), np.sin(ang)
-        stage2 = np.concatenate([np.concatenate([c2, -s2], 2), np.concatenate([s2, c2], 2)], 1)  # [P, 2Q, 2K2]
-        # Power comes out as [k1, k2]; scatter the mel filters to that order (zero for bins no filter
-        # uses), so picking and reordering bins is part of the mel matmul.
-        kf = k.reshape(-1)
-        fbt = np.zeros((p * k2n, fb.shape[0]))
-        inside = (kf >= self.bin_lo) & (kf < self.bin_hi)
+        # one [2Q, 4 K2] matrix per k1 takes [re | im] of stage 1 over q to the bins k1 + P k2 ("direct")
+        # and (P - k1) + P k2 ("mirror"): X = (Ar cos + Ai sin) + i (Ai cos - Ar sin) for A, and
+        # X = (Ar cos - Ai sin) - i (Ai cos + Ar sin) for conj(A); so the twiddle costs nothing at run time.
+        mirror = (k1 > 0) & (p - k1 > k1)  # k1 = 0 (and P/2 for even P) are their own mirror images
+        kd = k1[:, None] + p * kk2[None, :]  # [G, K2] -> bin
+        km = (p - k1)[:, None] + p * kk2[None, :]
+        angd = 2 * np.pi * qq[None, :, None] * kd[:, None, :] / n  # [G, Q, K2]
+        angm = 2 * np.pi * qq[None, :, None] * km[:, None, :] / n
+        cd, sd = np.cos(angd), np.sin(angd)
+        cm, sm = np.cos(angm) * mirror[:, None, None], np.sin(angm) * mirror[:, None, None]
+        # columns: re direct, re mirror, im direct, im mirror (K2 each); rows: Ar over q, then Ai over q
+        from_re = np.concatenate([cd, cm, -sd, -sm], 2)
+        from_im = np.concatenate([sd, -sm, cd, -cm], 2)
+        stage2 = np.concatenate([from_re, from_im], 1)  # [G, 2Q, 4 K2]
+        # Power comes out as [k1 group, direct | mirror, k2]; scatter the mel filters to that order (zero for
+        # bins no filter uses and for the missing mirrors), so picking and reordering bins is part of the mel matmul.
+        kf = np.concatenate([kd, km], 1).reshape(-1)
+        real = np.concatenate([np.ones_like(kd, bool), np.repeat(mirror[:, None], k2n, 1)], 1).reshape(-1)
+        fbt = np.zeros((g * 2 * k2n, fb.shape[0]))
+        inside = real & (kf >= self.bin_lo) & (kf < self.bin_hi)
         fbt[inside] = fb[:, kf[inside] - self.bin_lo].T
         for name, arr in (("fact_window", window.reshape(p, q)), ("fact_stage1", stage1),
                           ("fact_stage2", stage2), ("fact_mel", fbt)):
@@ -281,12 +298,12 @@ class MelFrontend(nn.Module):
         chunks = xp.reshape(-1, frames + r - 1, hop)
         fr = torch.cat([chunks[:, i : i + frames] for i in range(r)], dim=-1) if r > 1 else chunks
         fr = fr.reshape(-1, frames, self.fact_p, self.fact_q) * self.fact_window  # [B, F, P, Q]
-        a = torch.matmul(self.fact_stage1, fr)  # [B, F, 2P, Q]: P-point DFTs over p, for every q
-        p, q, k2 = self.fact_p, self.fact_q, self.fact_k2
-        a = a.reshape(-1, 2, p, q).permute(2, 0, 1, 3).reshape(p, -1, 2 * q)  # [P, B*F, re|im over q]
-        z = torch.matmul(a, self.fact_stage2)  # [P, B*F, 2 K2]: twiddle + Q-point DFT per k1
-        power = z[..., :k2].square() + z[..., k2:].square()  # [P, B*F, K2]
-        power = power.permute(1, 0, 2).reshape(-1, frames, p * k2)  # [B, F, P*K2]
+        a = torch.matmul(self.fact_stage1, fr)  # [B, F, 2G, Q]: P-point DFTs over p (k1 <= P/2), for every q
+        g, q, k2 = self.fact_g, self.fact_q, self.fact_k2
+        a = a.reshape(-1, 2, g, q).permute(2, 0, 1, 3).reshape(g, -1, 2 * q)  # [G, B*F, re|im over q]
+        z = torch.matmul(a, self.fact_stage2)  # [G, B*F, 4 K2]: twiddle + Q-point DFT per k1 and its mirror
+        power = z[..., : 2 * k2].square() + z[..., 2 * k2 :].square()  # [G, B*F, 2 K2]: direct | mirror
+        power = power.permute(1, 0, 2).reshape(-1, frames, g * 2 * k2)  # [B, F, G*2*K2]
         return torch.matmul(power, self.fact_mel).transpose(1, 2)  # [B, M, F]
 
     def power_spectrogram(self, x: torch.Tensor) -> torch.Tensor:

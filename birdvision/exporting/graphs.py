@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -98,9 +99,153 @@ def export_module(module: nn.Module, example: torch.Tensor, *, input_name: str, 
     return model
 
 
+class _StaticPadConv(nn.Module):
+    """A "same"-padded convolution whose padding was worked out once for a fixed input size."""
+
+    def __init__(self, conv: nn.Conv2d, pads: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.conv, self.pads = conv, pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        return F.conv2d(F.pad(x, self.pads), c.weight, c.bias, c.stride, 0, c.dilation, c.groups)
+
+
+def static_same_padding(net: nn.Module, shape: tuple[int, int, int]) -> nn.Module:
+    """A copy of ``net`` whose TF-style "same" convolutions (timm's ``Conv2dSame``: EfficientNet-Lite) pad by
+    constants for inputs of ``shape``, or ``net`` itself when it has none.
+
+    Exported as they are, those convolutions compute their padding from the input's shape in the graph
+    (Shape, Gather, Ceil, Pad); the INT8 quantizer then quantizes the pad widths themselves and ONNX
+    Runtime cannot fuse the padded convolutions and their neighbours into integer kernels (14 of
+    Lite0's 49 convolutions stayed float, behind dequantize/quantize pairs). With constant pads the
+    Pad folds into the convolution (:func:`fold_pads_into_convs`). Every exported file is gated
+    against the checkpoint, so the two paddings are proven equal at this size.
+    """
+    try:
+        from timm.layers.conv2d_same import Conv2dSame
+        from timm.layers.padding import get_same_padding
+    except ImportError:  # pragma: no cover - timm ships with birdvision
+        return net
+    if not any(isinstance(m, Conv2dSame) for m in net.modules()):
+        return net
+    import copy
+
+    net = copy.deepcopy(net).eval()
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, name=name: sizes.__setitem__(name, tuple(a[0].shape[-2:])))
+             for name, m in net.named_modules() if isinstance(m, Conv2dSame)]
+    with torch.no_grad():
+        net(torch.zeros(1, *shape))
+    for h in hooks:
+        h.remove()
+    for name, (ih, iw) in sizes.items():
+        m = net.get_submodule(name)
+        ph = get_same_padding(ih, m.kernel_size[0], m.stride[0], m.dilation[0])
+        pw = get_same_padding(iw, m.kernel_size[1], m.stride[1], m.dilation[1])
+        parent, _, attr = name.rpartition(".")
+        setattr(net.get_submodule(parent) if parent else net, attr,
+                _StaticPadConv(m, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)))
+    return net
+
+
+def _constant(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    """The value of tensor ``name`` when it depends on constants only (evaluated with ONNX's reference
+    runtime), else None."""
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    prod = {o: n for n in g.node for o in n.output}
+    need, stack, used_inits = set(), [name], set()
+    while stack:
+        t = stack.pop()
+        if not t or t in inits:
+            used_inits.add(t)
+            continue
+        node = prod.get(t)
+        if node is None:  # a graph input: not a constant
+            return None
+        if id(node) not in need:
+            need.add(id(node))
+            stack.extend(node.input)
+    nodes = [n for n in g.node if id(n) in need]
+    if not nodes:
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+    from onnx.reference import ReferenceEvaluator
+
+    sub = helper.make_graph(nodes, "const", [], [helper.make_tensor_value_info(name, TensorProto.UNDEFINED, None)],
+                            [inits[i] for i in used_inits if i])
+    try:
+        return np.asarray(ReferenceEvaluator(_like(model, sub)).run(None, {})[0])
+    except Exception:  # noqa: BLE001 - an op the reference runtime lacks: leave the graph as it is
+        return None
+
+
+def fold_pads_into_convs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Move constant zero padding of the spatial axes into the next Conv's own (possibly asymmetric) ``pads``.
+
+    ONNX Runtime does not fuse a Pad in front of a Conv; left alone, each costs a copy of its
+    input, and in an INT8 graph a quantize/dequantize pair around it as well.
+    """
+    g = model.graph
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+    drop = []
+    for pad in [n for n in g.node if n.op_type == "Pad"]:
+        attrs = {a.name: helper.get_attribute_value(a) for a in pad.attribute}
+        users = consumers.get(pad.output[0], [])
+        if attrs.get("mode", b"constant") not in (b"constant", "constant") or len(pad.input) > 3 \
+                or len(users) != 1 or users[0].op_type != "Conv" or users[0].input[0] != pad.output[0] \
+                or pad.output[0] in outputs:
+            continue
+        conv = users[0]
+        conv_attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        if conv_attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        pads = _constant(model, pad.input[1])
+        value = _constant(model, pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(1)
+        if pads is None or value is None or pads.shape != (8,) or np.any(pads[[0, 1, 4, 5]] != 0) or np.any(pads < 0) \
+                or np.any(value != 0):
+            continue
+        old = list(conv_attrs.get("pads", [0, 0, 0, 0]))
+        new = [old[0] + int(pads[2]), old[1] + int(pads[3]), old[2] + int(pads[6]), old[3] + int(pads[7])]
+        for a in list(conv.attribute):
+            if a.name == "pads":
+                conv.attribute.remove(a)
+        conv.attribute.append(helper.make_attribute("pads", new))
+        conv.input[0] = pad.input[0]
+        drop.append(pad)
+    for n in drop:
+        g.node.remove(n)
+    _remove_unused(model)
+    return model
+
+
+def _remove_unused(model: onnx.ModelProto) -> None:
+    """Drop nodes and initializers nothing reads any more (the constant chains that computed pad widths)."""
+    g = model.graph
+    while True:
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        dead = [n for n in g.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    used = {i for n in g.node for i in n.input}
+    for init in [i for i in g.initializer if i.name not in used]:
+        g.initializer.remove(init)
+
+
 def export_net(net: nn.Module, shape: tuple[int, int, int], opset: int) -> onnx.ModelProto:
-    """The bare network: normalised float ``input [B, C, H, W]`` -> ``logits [B, K]``."""
-    return export_module(net, torch.zeros(2, *shape), input_name=NET_INPUT, output_name=NET_OUTPUT, opset=opset)
+    """The bare network: normalised float ``input [B, C, H, W]`` -> ``logits [B, K]`` (padding fixed for ``shape``
+    and folded into the convolutions)."""
+    model = export_module(static_same_padding(net, shape), torch.zeros(2, *shape), input_name=NET_INPUT,
+                          output_name=NET_OUTPUT, opset=opset)
+    model = fold_pads_into_convs(model)
+    onnx.checker.check_model(model)
+    return model
 
 
 def _like(ref: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 
+def default_threads() -> int:
+    """Intra-op threads for this machine: the cores this process may run on (its CPU affinity, which
+    container CPU limits and ``taskset`` narrow), not every core the host has."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def make_session(path: str | Path, *, threads: int = 0, providers: list[str] | None = None,
                  spinning: bool = True) -> Any:
-    """An InferenceSession with a pinned intra-op pool (``threads=0``: ONNX Runtime's default).
+    """An InferenceSession with a pinned intra-op pool (``threads=0``: :func:`default_threads`).
 
     Pinning matters on small machines: PyTorch's and ONNX Runtime's pools otherwise
     compete for the same cores. ``spinning=False`` stops idle workers busy-waiting, for
-    processes that also run PyTorch between ONNX Runtime calls.
+    processes that also run PyTorch between ONNX Runtime calls, or decode the next input
+    in another thread while the model runs (predict).
     """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads > 0:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
+    so.intra_op_num_threads = threads if threads > 0 else default_threads()
+    so.inter_op_num_threads = 1
     if not spinning:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # warnings about unused initializers etc. are noise for users

@@ -58,12 +58,13 @@ class OnnxPredictor(Predictor):
         return out
 
 
-def load_export(path: str | Path, *, threads: int = 0, providers: list[str] | None = None) -> Predictor:
+def load_export(path: str | Path, *, threads: int = 0, providers: list[str] | None = None,
+                spinning: bool = True) -> Predictor:
     """A predictor for an exported ``.onnx`` / ``.ort`` file; one :class:`CheckpointError` for a bad file."""
     from birdvision.exporting.runtime import open_export
 
     p = Path(path).expanduser()
-    session, meta = open_export(p, threads=threads, providers=providers)
+    session, meta = open_export(p, threads=threads, providers=providers, spinning=spinning)
     kw = dict(source=p, classes=meta["classes"], preprocess=meta["preprocess"],
               temperature=float(meta.get("temperature", 1.0)), metadata=meta)
     if meta["input_kind"] == "mel":

@@ -176,19 +176,20 @@ class Predictor:
         raise InferenceError(f"expected a recording path or a float32 waveform [T]; got {type(item).__name__}")
 
 
-def load(path: str | Path, *, threads: int = 0, providers: list[str] | None = None) -> Predictor:
+def load(path: str | Path, *, threads: int = 0, providers: list[str] | None = None, spinning: bool = True) -> Predictor:
     """A :class:`Predictor` from a checkpoint, a run folder, or an exported ``.onnx`` / ``.ort`` file.
 
     Exports whose preprocessing is in the graph (``model.onnx``, ``model.int8.onnx``, ``.ort``) and bare
     photo exports run on ONNX Runtime without PyTorch; checkpoints and bare spectrogram exports (their mel
     frontend runs outside the graph) load PyTorch. ``threads=0`` picks the intra-op thread count for this
-    machine (:func:`birdvision.prediction.onnx_engine.default_threads`).
+    machine (:func:`birdvision.exporting.runtime.default_threads`); ``spinning=False`` stops ONNX Runtime's
+    idle workers busy-waiting (predict sets it while another thread decodes the next batch).
     """
     p = Path(path).expanduser()
     if p.suffix.lower() in EXPORT_SUFFIXES:
         from birdvision.prediction.onnx_engine import load_export
 
-        return load_export(p, threads=threads, providers=providers)
+        return load_export(p, threads=threads, providers=providers, spinning=spinning)
     from birdvision.prediction.torch_engine import load_checkpoint
 
     return load_checkpoint(p, threads=threads)

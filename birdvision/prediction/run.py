@@ -432,7 +432,8 @@ def run_predict(cfg: Any) -> tuple[PredictResult, Path]:
     check_options(cfg)
     outputs = check_outputs(cfg)
     t0 = time.perf_counter()
-    predictor = load(cfg.model, threads=int(cfg.threads))
+    # While a thread decodes the next batch, ONNX Runtime's idle workers should sleep, not spin on its core.
+    predictor = load(cfg.model, threads=int(cfg.threads), spinning=int(cfg.prefetch) == 0)
     load_s = time.perf_counter() - t0
     log.info("model %s: %s", cfg.model, predictor)
     inputs = find_inputs(cfg.input, audio=predictor.is_audio)

@@ -98,7 +98,7 @@ def stream_windows(path: str | os.PathLike, grid: WindowGrid, *, block_seconds: 
         notes.samples = max(notes.samples, end)
         notes.max_block = max(notes.max_block, len(cur))
         if len(cur):
-            notes.peak = max(notes.peak, float(np.max(np.abs(cur))))
+            notes.peak = max(notes.peak, float(cur.max()), -float(cur.min()))  # no |cur| temporary
         while start < end:
             off = start - o0
             if off + grid.clip <= len(cur):
