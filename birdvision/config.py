@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import sys
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,6 +355,13 @@ def _type_name(t: Any) -> str:
     return getattr(t, "__name__", str(t))
 
 
+def _is_str_key(t: Any) -> bool:
+    """``str`` or ``str | None``: a value given on the command line is kept as typed (null stays null)."""
+    if t is str:
+        return True
+    return typing.get_origin(t) in (typing.Union, types.UnionType) and set(typing.get_args(t)) == {str, type(None)}
+
+
 def _nest(key: str, value: Any) -> dict:
     out: dict = {}
     cur = out
@@ -430,8 +438,8 @@ def load_config(
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
-        if typing.get_origin(known[key]) is None and known[key] is str and value is not None:
-            value = raw  # keep strings verbatim: "1e-3" or "on" must not turn into numbers/bools
+        if value is not None and _is_str_key(known[key]):
+            value = raw  # keep strings verbatim: "1e-3", "on" or "-" (stdin) must not turn into numbers/bools/lists
         overrides.append((key, value))
 
     cfg = OmegaConf.structured(schema)
