@@ -21,6 +21,9 @@ class PredictConfig:
     model: str | None = None  # a .ckpt, a run folder (its best checkpoint) or an exported .onnx / .ort
     input: str | None = None  # a file or a folder (searched recursively); files are decoded by content
     output: str = "predictions.csv"  # the table; a run log is written beside it as OUTPUT.log
+    species: str | None = None  # a species list (one name per line, # comments): answer only with these species
+    species_renormalise: bool = True  # with species=: probabilities sum to 1 over the list (softmax of the listed
+    #                                   classes); false keeps the model's own, so a low confidence means "off the list"
     top_k: int | None = None  # species per window / photo; null = 1 for recordings, 5 for photos
     min_confidence: float = 0.1  # rows below this are left out (ranks 2..top_k; see always_top1)
     always_top1: bool = True  # write every window's / photo's best species even below min_confidence,

@@ -58,6 +58,8 @@ class Predictor:
         self.source = Path(source)
         self.classes, self.preprocess, self.temperature = list(classes), dict(preprocess), float(temperature)
         self.metadata = metadata or {}
+        self.species_mask: np.ndarray | None = None  # restrict_species(): the listed classes
+        self.species_renormalise = True
         if self.is_audio:
             self.input_shape: tuple[int, ...] = (clip_samples(self.preprocess),)
         else:
@@ -65,7 +67,8 @@ class Predictor:
             self.input_shape = (s, s, 3)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.source.name}, engine={self.engine}, {len(self.classes)} classes, "
+        listed = "" if self.species is None else f", {len(self.species)} listed"
+        return (f"{type(self).__name__}({self.source.name}, engine={self.engine}, {len(self.classes)} classes{listed}, "
                 f"input {self.input_shape})")
 
     @property
@@ -77,24 +80,53 @@ class Predictor:
     def input_dtype(self) -> type:
         return np.float32 if self.is_audio else np.uint8
 
+    @property
+    def species(self) -> list[str] | None:
+        """The classes a species list restricts answers to (model order), or None when unrestricted."""
+        return None if self.species_mask is None else [self.classes[i] for i in np.flatnonzero(self.species_mask)]
+
     # ------------------------------------------------------------------ public API
+    def restrict_species(self, species: str | Path | Sequence[str] | None, *, renormalise: bool = True) -> Predictor:
+        """Answer only with the listed species (a species list file, or names); ``None`` lifts the restriction.
+
+        Names match classes ignoring case, whitespace and ``_``/``-``; an unknown name raises
+        :class:`~birdvision.prediction.species.SpeciesListError` naming the closest class. ``predict_batch``
+        then gives 0 to every species off the list and, with ``renormalise`` (default), divides by the
+        listed species' total so each row sums to 1 over the list (see :mod:`birdvision.prediction.species`).
+        Returns the predictor itself.
+        """
+        from birdvision.prediction.species import load_species_list
+
+        self.species_mask = None if species is None else load_species_list(species, self.classes)
+        self.species_renormalise = bool(renormalise)
+        return self
+
     def predict(self, item: Any, top_k: int = 5) -> list[tuple[str, float]]:
-        """The ``top_k`` (species, probability) pairs for one photo / waveform window (a path or an array)."""
-        probs = self.predict_batch([item])[0]
-        order = np.argsort(-probs)[: max(1, int(top_k))]
-        return [(self.classes[i], float(probs[i])) for i in order]
+        """The ``top_k`` (species, probability) pairs for one photo / waveform window (a path or an array);
+        with a species list, only listed species."""
+        from birdvision.prediction.species import listed
+
+        probs, names = listed(self.predict_batch([item]), self.classes, self.species_mask)
+        order = np.argsort(-probs[0], kind="stable")[: max(1, int(top_k))]
+        return [(names[i], float(probs[0, i])) for i in order]
 
     def predict_batch(self, batch: np.ndarray | Sequence[Any]) -> np.ndarray:
         """Probabilities ``[B, num_classes]`` for a batch.
 
         ``batch`` is an array already in the model's input form (uint8 ``[B, H, W, 3]`` at
         the model's size, or float32 ``[B, T]`` waveform windows at the spec's sample rate),
-        or a sequence of items (paths, PIL images, arrays) that are prepared one by one.
+        or a sequence of items (paths, PIL images, arrays) that are prepared one by one. With a species
+        list (:meth:`restrict_species`), species off the list get 0.
         """
         raw = self._as_batch(batch)
         if len(raw) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return self._forward(raw)
+        probs = self._forward(raw)
+        if self.species_mask is not None:
+            from birdvision.prediction.species import restrict
+
+            probs = restrict(probs, self.species_mask, self.species_renormalise)
+        return probs
 
     def prepare(self, item: Any) -> np.ndarray:
         """One item -> one input row (decode, resize with the model's filter, or load a recording)."""
@@ -176,8 +208,12 @@ class Predictor:
         raise InferenceError(f"expected a recording path or a float32 waveform [T]; got {type(item).__name__}")
 
 
-def load(path: str | Path, *, threads: int = 0, providers: list[str] | None = None, spinning: bool = True) -> Predictor:
+def load(path: str | Path, *, threads: int = 0, providers: list[str] | None = None, spinning: bool = True,
+         species: str | Path | Sequence[str] | None = None, species_renormalise: bool = True) -> Predictor:
     """A :class:`Predictor` from a checkpoint, a run folder, or an exported ``.onnx`` / ``.ort`` file.
+
+    ``species``: a species list file or a list of names; answers are then restricted to them
+    (:meth:`Predictor.restrict_species`, renormalised over the list unless ``species_renormalise=False``).
 
     Exports whose preprocessing is in the graph (``model.onnx``, ``model.int8.onnx``, ``.ort``) and bare
     photo exports run on ONNX Runtime without PyTorch; checkpoints and bare spectrogram exports (their mel
@@ -189,7 +225,11 @@ def load(path: str | Path, *, threads: int = 0, providers: list[str] | None = No
     if p.suffix.lower() in EXPORT_SUFFIXES:
         from birdvision.prediction.onnx_engine import load_export
 
-        return load_export(p, threads=threads, providers=providers, spinning=spinning)
-    from birdvision.prediction.torch_engine import load_checkpoint
+        predictor = load_export(p, threads=threads, providers=providers, spinning=spinning)
+    else:
+        from birdvision.prediction.torch_engine import load_checkpoint
 
-    return load_checkpoint(p, threads=threads)
+        predictor = load_checkpoint(p, threads=threads)
+    if species is not None:
+        predictor.restrict_species(species, renormalise=species_renormalise)
+    return predictor

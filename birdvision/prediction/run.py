@@ -34,6 +34,7 @@ from birdvision.prediction.inputs import Inputs, find_inputs
 from birdvision.prediction.journal import Journal, Record, file_sha256, journal_path_for, result_settings
 from birdvision.prediction.options import check_options
 from birdvision.prediction.prefetch import prefetch
+from birdvision.prediction.species import listed
 from birdvision.prediction.tables import Row, merge_runs, predictions_csv, raven_table, top_rows, write_table
 from birdvision.prediction.windows import StreamNotes, WindowGrid, stream_windows
 from birdvision.runs import RunError, find_checkpoint
@@ -228,8 +229,9 @@ class _Collector:
         self.waiting: list[_Finished] = []
 
     def run(self, batch: _Batch) -> None:
-        probs = self.predictor.predict_batch(batch.x)
-        picked = top_rows(probs, self.predictor.classes, top_k=self.top_k, min_confidence=self.cfg.min_confidence,
+        probs, classes = listed(self.predictor.predict_batch(batch.x), self.predictor.classes,
+                                getattr(self.predictor, "species_mask", None))  # a species list: rank listed ones
+        picked = top_rows(probs, classes, top_k=self.top_k, min_confidence=self.cfg.min_confidence,
                           always_top1=self.cfg.always_top1)
         for meta, pairs in zip(batch.meta, picked, strict=True):
             i = meta[0]
@@ -366,6 +368,9 @@ def run_log(result: PredictResult, predictor: Any, cfg: Any, *, load_s: float) -
                      f"largest block {result.max_block_samples} samples)")
     elif result.predict_s > 0:
         lines.append(f"photos: {result.items} in {result.predict_s:.2f} s; model load {load_s:.2f} s")
+    if getattr(predictor, "species", None) is not None:
+        lines.append(f"species: {len(predictor.species)} of {len(predictor.classes)} classes from {cfg.species} "
+                     f"(renormalised over the list: {str(bool(cfg.species_renormalise)).lower()})")
     if result.journal:
         lines.append(f"journal: {result.journal}")
         lines += [f"JOURNAL {n}" for n in result.journal_notes]
@@ -433,7 +438,8 @@ def run_predict(cfg: Any) -> tuple[PredictResult, Path]:
     outputs = check_outputs(cfg)
     t0 = time.perf_counter()
     # While a thread decodes the next batch, ONNX Runtime's idle workers should sleep, not spin on its core.
-    predictor = load(cfg.model, threads=int(cfg.threads), spinning=int(cfg.prefetch) == 0)
+    predictor = load(cfg.model, threads=int(cfg.threads), spinning=int(cfg.prefetch) == 0,
+                     species=cfg.species, species_renormalise=bool(cfg.species_renormalise))
     load_s = time.perf_counter() - t0
     log.info("model %s: %s", cfg.model, predictor)
     inputs = find_inputs(cfg.input, audio=predictor.is_audio)
@@ -444,8 +450,11 @@ def run_predict(cfg: Any) -> tuple[PredictResult, Path]:
     root = Path(cfg.input).expanduser()
     journal = None
     if root.is_dir():
+        settings = result_settings(cfg, audio=predictor.is_audio)
+        if predictor.species is not None:  # another list gives other rows: journalled rows are only reused for the same
+            settings.update(species=predictor.species, species_renormalise=bool(cfg.species_renormalise))
         journal = Journal.open(journal_path_for(cfg.output), model_digest=model_digest(predictor.source),
-                               settings=result_settings(cfg, audio=predictor.is_audio), resume=bool(cfg.resume))
+                               settings=settings, resume=bool(cfg.resume))
         for note in journal.notes:
             log.warning("%s", note)
     try:
