@@ -14,6 +14,12 @@ Lightning, so the command starts in well under a second. Over a folder, a resume
 (``FILE.journal``) records each finished file; running the same command again skips the
 files it holds (same model, same settings, unchanged content), also after a crash or ``kill -9``.
 
+``input=-`` reads raw PCM from standard input (``stream.sample_rate=``, ``stream.channels=``,
+``stream.format=s16le|s24_3le|s32le|f32le``) and writes each window's rows as soon as the window
+is complete (``output=-``: to standard output), e.g.
+``arecord -f S16_LE -r 48000 -c 1 -t raw | python -m birdvision.predict model=M input=- stream.sample_rate=48000 output=-``.
+``species=FILE`` (one name per line) restricts the answers to the listed species.
+
 Exit codes: 0 done, 1 nothing could be predicted (every file unreadable), 2 a user error
 (missing model or input, a bad option).
 """
@@ -49,6 +55,8 @@ def run(cfg) -> int:
     setup_logging()
     console.print("[bold]birdvision predict[/]\n" + to_yaml(cfg))
     result, log_file = run_predict(cfg)
+    if cfg.input == "-":
+        return _stream_summary(result, cfg, log_file)
     what = "windows" if result.audio else "photos"
     console.print(f"{len(result.rows)} rows from {result.items} {what} of {len(result.predicted)} file(s) -> {cfg.output}")
     if result.audio and result.predict_s > 0:
@@ -65,6 +73,17 @@ def run(cfg) -> int:
     if not result.predicted:
         console.print("[bold red]nothing could be predicted[/]: every input file was unreadable")
         return 1
+    return 0
+
+
+def _stream_summary(result, cfg, log_file) -> int:
+    """The console summary of ``input=-`` (the rows went out as the windows completed)."""
+    where = "standard output" if cfg.output == "-" else cfg.output
+    console.print(f"{result.rows_written} rows from {result.items} windows of standard input -> {where}")
+    if result.predict_s > 0:
+        console.print(f"{result.audio_seconds:.0f} s of audio in {result.predict_s:.1f} s")
+    if result.warnings:
+        console.print(f"[yellow]{len(result.warnings)} warning(s)[/]" + (f": see {log_file}" if log_file else ""))
     return 0
 
 

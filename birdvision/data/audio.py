@@ -253,6 +253,33 @@ def dbfs(x: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
+def input_span(src_sr: int, sample_rate: int, o0: int, o1: int | None,
+               highpass_hz: float | None) -> tuple[int, int | None]:
+    """Input frames ``[a, b)`` that output samples ``[o0, o1)`` at ``sample_rate`` are computed from.
+
+    ``b`` is past ``o1``'s input position by the resampler's half length and the high-pass's
+    margin: a live stream can give the window ``[o0, o1)`` exactly once ``b`` frames have arrived.
+    """
+    up, down = _ratio(src_sr, sample_rate)
+    margin = int(math.ceil(10 * max(up, down) / up)) + 16 if src_sr != sample_rate else 0
+    if highpass_hz:
+        margin += int(_HIGHPASS_MARGIN_S * src_sr)
+    a = max(0, (o0 * down // up - margin) // down * down)
+    b = None if o1 is None else int(math.ceil(o1 * down / up)) + margin
+    return a, b
+
+
+def read_range(source: sf.SoundFile, name: str | os.PathLike, sample_rate: int, o0: int, o1: int | None, *,
+               stereo: StereoMode = "mix", highpass_hz: float | None = None) -> np.ndarray:
+    """Output samples ``[o0, o1)`` as float32 ``[channels, T]`` from an open source, exactly as :func:`load` cuts them.
+
+    ``source`` is a ``soundfile.SoundFile`` or anything with its ``samplerate``, ``seek(frame)`` and
+    ``read(frames, dtype="float32", always_2d=True)`` (predict's buffer of standard input), so a
+    live stream's windows are the same samples as a file's; ``name`` prefixes error messages.
+    """
+    return _read_range(source, name, sample_rate, o0, o1, stereo, highpass_hz)
+
+
 def _read_range(
     f: sf.SoundFile,
     path: str | os.PathLike,
@@ -273,11 +300,7 @@ def _read_range(
     """
     src_sr = f.samplerate
     up, down = _ratio(src_sr, sample_rate)
-    margin = int(math.ceil(10 * max(up, down) / up)) + 16 if src_sr != sample_rate else 0
-    if highpass_hz:
-        margin += int(_HIGHPASS_MARGIN_S * src_sr)
-    a = max(0, (o0 * down // up - margin) // down * down)
-    b = None if o1 is None else int(math.ceil(o1 * down / up)) + margin
+    a, b = input_span(src_sr, sample_rate, o0, o1, highpass_hz)
     try:
         f.seek(a)
         x = f.read(-1 if b is None else b - a, dtype="float32", always_2d=True)

@@ -6,6 +6,8 @@ PyTorch) and ``torch_engine`` (checkpoints); ``windows`` streams a recording int
 windows without ever holding it whole, ``prefetch`` decodes ahead of the model in a thread,
 ``journal`` remembers finished files so a folder run can resume, ``tables`` turns
 probabilities into rows (CSV, merged runs, Raven selection tables) and ``run`` ties them together.
+``species`` restricts answers to a species list (numpy only, reusable by apps); ``stream``
+predicts raw PCM from standard input (``input=-``), writing each window's rows as it completes.
 """
 
 from __future__ import annotations

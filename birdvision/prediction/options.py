@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from birdvision.prediction import PredictError
@@ -15,12 +15,23 @@ MAX_PREFETCH = 64
 
 
 @dataclass
+class StreamConfig:
+    """``input=-``: the raw PCM on standard input (it has no header, so its format is given here)."""
+
+    sample_rate: int | None = None  # frames per second of the stream (required), e.g. 48000 for arecord -r 48000
+    channels: int = 1  # interleaved channels, mixed to mono like a file's (arecord -c)
+    format: str = "s16le"  # s16le | s24_3le | s32le | f32le (little-endian); arecord's names work too (-f S16_LE)
+
+
+@dataclass
 class PredictConfig:
     """Everything ``python -m birdvision.predict`` reads."""
 
     model: str | None = None  # a .ckpt, a run folder (its best checkpoint) or an exported .onnx / .ort
-    input: str | None = None  # a file or a folder (searched recursively); files are decoded by content
-    output: str = "predictions.csv"  # the table; a run log is written beside it as OUTPUT.log
+    input: str | None = None  # a file or a folder (searched recursively); files are decoded by content;
+    #                           - = raw PCM from standard input (call models; format in stream.*), rows as windows end
+    output: str = "predictions.csv"  # the table; a run log is written beside it as OUTPUT.log; - = standard output
+    #                                  (input=- only: each row is written and flushed as its window completes)
     species: str | None = None  # a species list (one name per line, # comments): answer only with these species
     species_renormalise: bool = True  # with species=: probabilities sum to 1 over the list (softmax of the listed
     #                                   classes); false keeps the model's own, so a low confidence means "off the list"
@@ -38,6 +49,7 @@ class PredictConfig:
     prefetch: int = 2  # batches decoded ahead in a background thread while the model runs (0 = decode inline)
     resume: bool = True  # folder inputs: skip files the journal beside the output (OUTPUT.journal) already holds
     #                      for this model and these settings; false = start the journal over
+    stream: StreamConfig = field(default_factory=StreamConfig)  # input=-: the PCM format of standard input
 
 
 def check_options(cfg: Any) -> None:
@@ -63,3 +75,21 @@ def check_options(cfg: Any) -> None:
         raise bad("block_seconds", f"a number of seconds in (0, {MAX_BLOCK_SECONDS:g}]")
     if not (finite(cfg.overlap_seconds) and cfg.overlap_seconds >= 0):
         raise bad("overlap_seconds", "a number of seconds >= 0 (and below the model's window length)")
+    stream = getattr(cfg, "stream", None)
+    if cfg.input == "-" and stream is not None:
+        from birdvision.prediction.stream import PCM_FORMATS, pcm_format
+
+        if stream.sample_rate is None:
+            raise PredictError("input=- needs stream.sample_rate= (raw PCM has no header), "
+                               "e.g. stream.sample_rate=48000 for arecord -r 48000")
+        if not 1000 <= stream.sample_rate <= 768000:
+            raise PredictError(f"stream.sample_rate={stream.sample_rate}: expected frames per second in [1000, 768000]")
+        if not 1 <= stream.channels <= 64:
+            raise PredictError(f"stream.channels={stream.channels}: expected an integer in [1, 64]")
+        if pcm_format(stream.format) is None:
+            raise PredictError(f"stream.format={stream.format!r}: expected one of {', '.join(PCM_FORMATS)}")
+        if cfg.merge:
+            raise PredictError("merge=true needs every window before it writes a row; with input=- rows are "
+                               "written as windows complete (merge the table afterwards, or leave merge=false)")
+    elif cfg.output == "-":
+        raise PredictError("output=- (standard output) is for input=- streams; give a file for the table")

@@ -423,17 +423,23 @@ def model_digest(path: str | Path) -> str:
     return file_sha256(p)
 
 
-def run_predict(cfg: Any) -> tuple[PredictResult, Path]:
+def run_predict(cfg: Any) -> tuple[Any, Path | None]:
     """Load the model, predict on the input, write the table (+ Raven table) and the run log.
 
     A folder input keeps a resume journal beside the table (``resume=false`` starts it over).
+    ``input=-`` is a live stream (:func:`birdvision.prediction.stream.run_stream`: a ``StreamResult``,
+    and no run log for ``output=-``).
     """
     from birdvision.prediction.predictor import load
 
     if not cfg.model:
         raise PredictError("model= is required (a .ckpt, a run folder or an exported .onnx)")
     if not cfg.input:
-        raise PredictError("input= is required (a file or a folder)")
+        raise PredictError("input= is required (a file or a folder, or - for raw PCM on standard input)")
+    if cfg.input == "-":
+        from birdvision.prediction.stream import run_stream
+
+        return run_stream(cfg)
     check_options(cfg)
     outputs = check_outputs(cfg)
     t0 = time.perf_counter()

@@ -78,14 +78,16 @@ def _fmt_time(t: float | None) -> str:
     return "" if t is None else f"{t:.3f}"
 
 
-def predictions_csv(rows: Sequence[Row], *, audio: bool) -> str:
+def predictions_csv(rows: Sequence[Row], *, audio: bool, header: bool = True) -> str:
     """The predictions table as CSV text (times in seconds to the millisecond, confidence to 4 places).
 
     File names and species are spreadsheet-safe (:func:`birdvision.artifacts.spreadsheet_safe`).
+    ``header=False``: the rows only (a live stream appends them as windows complete).
     """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(AUDIO_COLUMNS if audio else PHOTO_COLUMNS)
+    if header:
+        w.writerow(AUDIO_COLUMNS if audio else PHOTO_COLUMNS)
     for r in rows:
         if audio:
             w.writerow([spreadsheet_safe(r.file), _fmt_time(r.start_s), _fmt_time(r.end_s), spreadsheet_safe(r.species),
@@ -111,6 +113,13 @@ def raven_table(rows: Sequence[Row], *, low_hz: float, high_hz: float) -> str:
             cells.append(spreadsheet_safe(r.file))
         lines.append("\t".join(" ".join(c.replace("\t", " ").splitlines()) for c in cells))
     return "\n".join(lines) + "\n"
+
+
+def raven_band(preprocess: dict) -> dict[str, float]:
+    """``low_hz`` / ``high_hz`` of a Raven selection: the band a spectrogram model hears (mel range, high-pass)."""
+    mel = preprocess.get("mel") or {}
+    low = max(float(mel.get("f_min_hz", 0.0)), float(preprocess.get("highpass_hz") or 0.0))
+    return {"low_hz": low, "high_hz": float(mel.get("f_max_hz", int(preprocess["sample_rate"]) / 2))}
 
 
 def write_table(path: str | Path, text: str) -> Path:
