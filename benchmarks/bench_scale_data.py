@@ -1,7 +1,7 @@
 """Data at scale, measured on the real photos: class balance on a 10:1 imbalanced split, and shards vs folders.
 
     python benchmarks/bench_scale_data.py balance [--photos ../shared/realdata/photos] [--out /tmp/bench_scale]
-    python benchmarks/bench_scale_data.py shards  [--photos ...] [--out ...]
+    python benchmarks/bench_scale_data.py shards  [--photos ...] [--out ...] [--seeds 7 8]
 
 ``balance``: the training split is subsampled to a 10:1 imbalance (every other species keeps a
 tenth of its training photos, at least one; valid and test untouched), then the same fine-tune
@@ -10,7 +10,7 @@ tenth of its training photos, at least one; valid and test untouched), then the 
 test split over all species and over the minority species alone.
 
 ``shards``: the photos are written as LitData shards, and the same fine-tune runs from the folder
-and from the shards (same seed and epochs); the table gives test accuracy and training time.
+and from the shards (same seed and epochs), for each seed; the table gives test accuracy and training time.
 
 Each fit runs in its own process (``python -m birdvision.fit``); numbers are printed, not asserted.
 """
@@ -34,7 +34,7 @@ from birdvision.data.sources import discover
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "photos"
 FIT = ["recipe=effnet_lite0", "finetune.head_init=random", "finetune.warmup_epochs=1", "trainer.max_epochs=3",
-       "data.num_workers=2", "seed=7"]
+       "data.num_workers=2"]
 
 
 def fit(out: Path, *args: str) -> tuple[dict, float]:
@@ -75,7 +75,7 @@ def balance(photos: Path, out: Path) -> None:
     for col in ("balance", "test acc", "macro recall", "minority recall", "majority recall", "fit s"):
         t.add_column(col)
     for mode in ("none", "sampler", "loss"):
-        s, wall = fit(out / mode, f"data.manifest={manifest}", f"data.root={photos}", f"data.balance={mode}")
+        s, wall = fit(out / mode, f"data.manifest={manifest}", f"data.root={photos}", f"data.balance={mode}", "seed=7")
         rec = per_class_recall(Path(s["run_dir"]))
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         t.add_row(mode, f"{s['test/acc']:.4f}", f"{mean(list(rec.values())):.4f}",
@@ -84,18 +84,28 @@ def balance(photos: Path, out: Path) -> None:
     Console().print(t)
 
 
-def shards(photos: Path, out: Path) -> None:
+def shards(photos: Path, out: Path, seeds: list[int]) -> None:
+    """The same fine-tune from the folder and from shards, per seed: a single run's test accuracy moves by about
+    a point with the seed alone (sample order, augmentation), so the comparison is made over seeds."""
     sh = out / "shards"
     if not (sh / "shards.json").is_file():
         subprocess.run([sys.executable, "-m", "birdvision.shards", f"data.root={photos}", f"output={sh}", "seed=7"],
                        check=True)
     t = Table(title="the same fine-tune from folders and from LitData shards")
-    for col in ("source", "test acc", "val acc best", "fit s"):
+    for col in ("seed", "source", "test acc", "val acc best", "fit s"):
         t.add_column(col)
-    for name, args in (("folders", [f"data.root={photos}"]), ("shards", [f"data.shards={sh}"])):
-        s, wall = fit(out / f"fit_from_{name}", *args)
-        t.add_row(name, f"{s['test/acc']:.4f}", f"{s['val/acc_best']:.4f}", f"{wall:.0f}")
+    acc: dict[str, list[float]] = {"folders": [], "shards": []}
+    for seed in seeds:
+        for name, args in (("folders", [f"data.root={photos}"]), ("shards", [f"data.shards={sh}"])):
+            s, wall = fit(out / f"fit_from_{name}_seed{seed}", *args, f"seed={seed}")
+            acc[name].append(s["test/acc"])
+            t.add_row(str(seed), name, f"{s['test/acc']:.4f}", f"{s['val/acc_best']:.4f}", f"{wall:.0f}")
     Console().print(t)
+    mean = {k: sum(v) / len(v) for k, v in acc.items()}
+    Console().print(f"mean test acc over seeds {seeds}: folders {mean['folders']:.4f}, shards {mean['shards']:.4f}, "
+                    f"difference {(mean['shards'] - mean['folders']) * 100:+.2f} points; "
+                    f"spread over seeds: folders {(max(acc['folders']) - min(acc['folders'])) * 100:.2f}, "
+                    f"shards {(max(acc['shards']) - min(acc['shards'])) * 100:.2f} points")
 
 
 def main() -> None:
@@ -103,11 +113,15 @@ def main() -> None:
     ap.add_argument("what", choices=("balance", "shards"))
     ap.add_argument("--photos", type=Path, default=REALDATA)
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_scale"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[7, 8], help="shards: one fit per source and seed")
     a = ap.parse_args()
     if not a.photos.is_dir():
         raise SystemExit(f"{a.photos} is not there (../shared/realdata beside the checkout)")
     a.out.mkdir(parents=True, exist_ok=True)
-    (balance if a.what == "balance" else shards)(a.photos, a.out)
+    if a.what == "balance":
+        balance(a.photos, a.out)
+    else:
+        shards(a.photos, a.out, a.seeds)
 
 
 if __name__ == "__main__":
