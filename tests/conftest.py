@@ -34,3 +34,21 @@ def fit_args(root: Path, out: Path, *extra: str) -> list[str]:
         "recipe=demo", f"data.root={root}", f"output_dir={out}", "model.backbone=test_tiny", "model.pretrained=false",
         "data.image_size=32", "data.num_workers=0", "trainer.max_epochs=2", "data.batch_size=8", *extra,
     ]
+
+
+def tiny_calls_classifier(sample_rate: int = 16000):
+    """A tiny spectrogram classifier (1-s windows, mel frontend, 3 classes) with a sharpened head, so its
+    answers differ clearly between inputs; seeded, so every call builds the same weights."""
+    import torch
+
+    from birdvision.data.mel import MelFrontend
+    from birdvision.module import BirdClassifier
+
+    mel = MelFrontend(sample_rate=sample_rate, n_fft=512, hop_length=256, n_mels=32, f_min_hz=50, f_max_hz=8000).spec()
+    spec = {"kind": "audio", "sample_rate": sample_rate, "clip_seconds": 1.0, "stereo": "mix", "highpass_hz": 300.0,
+            "mel": mel, "in_chans": 1}
+    torch.manual_seed(0)
+    m = BirdClassifier("test_tiny", ["a", "b", "c"], in_chans=1, preprocess=spec)
+    with torch.no_grad():
+        m.net.classifier[1].weight.mul_(40.0)
+    return m

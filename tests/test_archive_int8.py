@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from birdvision.exporting import graphs
+from tests.conftest import tiny_calls_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -50,17 +51,9 @@ def test_same_padding_is_constant_in_the_exported_graph():
 def calls_run(tmp_path_factory) -> Path:
     """A tiny spectrogram checkpoint with a manifest of labelled windows beside it (a run folder)."""
     from birdvision.data.manifest import Sample, write_manifest
-    from birdvision.data.mel import MelFrontend
-    from birdvision.module import BirdClassifier
 
     run = tmp_path_factory.mktemp("calls_run")
-    mel = MelFrontend(sample_rate=SR, n_fft=512, hop_length=256, n_mels=32, f_min_hz=50, f_max_hz=8000).spec()
-    spec = {"kind": "audio", "sample_rate": SR, "clip_seconds": 1.0, "stereo": "mix", "highpass_hz": 300.0,
-            "mel": mel, "in_chans": 1}
-    torch.manual_seed(0)
-    m = BirdClassifier("test_tiny", ["a", "b", "c"], in_chans=1, preprocess=spec)
-    with torch.no_grad():
-        m.net.classifier[1].weight.mul_(40.0)
+    m = tiny_calls_classifier(SR)
     (run / "checkpoints").mkdir()
     torch.save({"hyper_parameters": dict(m.hparams), "state_dict": m.state_dict()}, run / "checkpoints" / "best.ckpt")
     samples = []

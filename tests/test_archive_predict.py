@@ -24,6 +24,7 @@ from birdvision.prediction.journal import Journal, journal_path_for
 from birdvision.prediction.options import PredictConfig
 from birdvision.prediction.prefetch import prefetch
 from birdvision.prediction.run import predict_files
+from tests.conftest import tiny_calls_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -61,18 +62,10 @@ def audio_export(tmp_path_factory) -> Path:
     import torch
 
     from birdvision.data.manifest import Sample, write_manifest
-    from birdvision.data.mel import MelFrontend
     from birdvision.export import main as export_main
-    from birdvision.module import BirdClassifier
 
     tmp = tmp_path_factory.mktemp("audio_model")
-    mel = MelFrontend(sample_rate=SR, n_fft=512, hop_length=256, n_mels=32, f_min_hz=50, f_max_hz=8000).spec()
-    spec = {"kind": "audio", "sample_rate": SR, "clip_seconds": 1.0, "stereo": "mix", "highpass_hz": 300.0,
-            "mel": mel, "in_chans": 1}
-    torch.manual_seed(0)
-    m = BirdClassifier("test_tiny", ["a", "b", "c"], in_chans=1, preprocess=spec)
-    with torch.no_grad():
-        m.net.classifier[1].weight.mul_(40.0)
+    m = tiny_calls_classifier(SR)
     torch.save({"hyper_parameters": dict(m.hparams), "state_dict": m.state_dict()}, tmp / "audio.ckpt")
     clips = []
     for i in range(4):

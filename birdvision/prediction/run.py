@@ -380,17 +380,21 @@ def run_log(result: PredictResult, predictor: Any, cfg: Any, *, load_s: float) -
     return "\n".join(lines) + "\n"
 
 
-def check_outputs(cfg: Any) -> dict[Path, str]:
-    """Every file predict will write (table, run log, Raven table), checked before the model is loaded.
+def check_outputs(cfg: Any, *, journal: bool = True) -> dict[Path, str]:
+    """Every file predict will write (table, run log, journal, Raven table), checked before the model is loaded.
 
     Returns resolved path -> option name. Refuses folders, unwritable places, two outputs on one path,
-    and an output that is the model or the input file (it would be overwritten).
+    and an output that is the model or the input file (it would be overwritten). ``output=-`` (rows to
+    standard output) has no table, run log or journal; a stream (``journal=False``) keeps no journal.
     """
-    log_file = log_path_for(cfg.output)
-    journal = journal_path_for(cfg.output)
-    wanted = [("output", Path(cfg.output), None),
-              ("the run log", log_file, f"the run log {log_file} (beside output={cfg.output})"),
-              ("the journal", journal, f"the resume journal {journal} (beside output={cfg.output})")]
+    wanted: list[tuple[str, Path, str | None]] = []
+    if cfg.output != "-":
+        log_file = log_path_for(cfg.output)
+        wanted += [("output", Path(cfg.output), None),
+                   ("the run log", log_file, f"the run log {log_file} (beside output={cfg.output})")]
+        if journal:
+            j = journal_path_for(cfg.output)
+            wanted.append(("the journal", j, f"the resume journal {j} (beside output={cfg.output})"))
     if cfg.raven:
         wanted.append(("raven", Path(cfg.raven), None))
     taken: dict[Path, str] = {}
@@ -409,7 +413,8 @@ def check_outputs(cfg: Any) -> dict[Path, str]:
             model = find_checkpoint(model)
         except RunError:
             pass  # load() reports it
-    for name, src in (("model", model), ("input", Path(cfg.input).expanduser())):
+    sources = [("model", model)] + ([] if cfg.input == "-" else [("input", Path(cfg.input).expanduser())])
+    for name, src in sources:
         if src.is_file() and src.resolve() in taken:
             raise PredictError(f"{taken[src.resolve()]}={src} is the {name} file; it would be overwritten")
     return taken

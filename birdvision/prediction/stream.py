@@ -45,7 +45,7 @@ from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
-from birdvision.artifacts import check_output_file, write_text
+from birdvision.artifacts import write_text
 from birdvision.data.audio import AudioError, input_span, read_range
 from birdvision.prediction import PredictError
 from birdvision.prediction.prefetch import prefetch
@@ -388,7 +388,7 @@ def run_stream(cfg: Any, *, source: BinaryIO | None = None, out: TextIO | None =
     output as they come, then the run log beside it (not for ``output=-``) and the Raven table if asked."""
     from birdvision.prediction.options import check_options
     from birdvision.prediction.predictor import load
-    from birdvision.prediction.run import log_path_for
+    from birdvision.prediction.run import check_outputs, log_path_for
 
     check_options(cfg)
     spec = PcmSpec.from_config(cfg.stream)
@@ -399,20 +399,7 @@ def run_stream(cfg: Any, *, source: BinaryIO | None = None, out: TextIO | None =
                            "input=- stream.sample_rate=48000")
     to_stdout = cfg.output == "-"
     log_file = None if to_stdout else log_path_for(cfg.output)
-    targets = [] if to_stdout else [("output", Path(cfg.output), None),
-                                    ("the run log", log_file, f"the run log {log_file} (beside output={cfg.output})")]
-    if cfg.raven:
-        targets.append(("raven", Path(cfg.raven), None))
-    taken: dict[Path, str] = {}
-    for key, path, label in targets:
-        check_output_file(path, key=key, label=label)
-        r = path.expanduser().resolve()
-        if r in taken:
-            raise PredictError(f"{key}={path} is also {taken[r]}; give them different paths")
-        taken[r] = key
-    model = Path(cfg.model).expanduser()
-    if model.is_file() and model.resolve() in taken:
-        raise PredictError(f"{taken[model.resolve()]}={model} is the model file; it would be overwritten")
+    check_outputs(cfg, journal=False)
 
     t0 = time.perf_counter()
     predictor = load(cfg.model, threads=int(cfg.threads), spinning=int(cfg.prefetch) == 0,
