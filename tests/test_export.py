@@ -122,6 +122,32 @@ def test_tensorrt_bundle_without_tensorrt(run_dir, tmp_path):
         assert any("TensorRT is not available" in n for n in notes)
 
 
+def test_trtexec_script_names_only_files_that_passed(run_dir, tmp_path, monkeypatch):
+    """A TensorRT file that failed its gate was renamed *.FAILED.onnx: the script must not call it."""
+    from birdvision.exporting import pipeline
+    from birdvision.exporting.parity import failed_name
+    from birdvision.exporting.tensorrt import trtexec_script
+
+    real = pipeline._gate_file
+
+    def failing_int8(res, role, path, *a, **kw):
+        if role != "trt_int8":
+            return real(res, role, path, *a, **kw)
+        path.replace(failed_name(path))
+        res.failures.append(f"parity gate failed for {path.name}")
+        return None
+
+    monkeypatch.setattr(pipeline, "_gate_file", failing_int8)
+    assert main([f"ckpt={run_dir}", "format=tensorrt", f"output_dir={tmp_path}", "calibration.batch_size=4"]) == 1
+    assert (tmp_path / "model.trt.int8.FAILED.onnx").is_file() and not (tmp_path / "model.trt.int8.onnx").exists()
+    script = (tmp_path / "trtexec.sh").read_text()
+    assert "--onnx=model.trt.int8.onnx" not in script and "failed its parity gate" in script
+    assert "--onnx=model.trt.onnx --fp16" in script and "python -m birdvision.exporting.tensorrt" in script
+    neither = trtexec_script((3, 8, 8), 4, backbone="x", reason="r", input_note="n", fp32_passed=False,
+                             int8_passed=False)
+    assert "--onnx=" not in neither and "exit 1" in neither
+
+
 @pytest.mark.gpu
 def test_tensorrt_engine_build(run_dir, tmp_path):
     from birdvision.exporting.tensorrt import tensorrt_available

@@ -197,4 +197,5 @@ def _tensorrt(res: ExportResult, cfg: Any, meta: dict[str, Any], net, post, cali
             "model.trt.int8.onnx, trt_calib/*.npy and trtexec.sh; run trtexec.sh on the Jetson to build the engines"
         )
     res.files["trtexec"] = trt_mod.write_script(out, shape, cfg.tensorrt.max_batch, str(meta.get("backbone")), reason,
-                                                dict(meta["preprocess"]))
+                                                dict(meta["preprocess"]), fp32_passed="trt_fp32" in res.files,
+                                                int8_passed="trt_int8" in res.files)
