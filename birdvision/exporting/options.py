@@ -57,7 +57,7 @@ class ExportConfig:
     ckpt: str | None = None  # a .ckpt or a run folder (its best checkpoint)
     format: str = "onnx"  # onnx | int8 | fp16 | ort | tensorrt | all (every format needs model.onnx first)
     output_dir: str | None = None  # default: <run folder>/export
-    preprocess_in_graph: bool = True  # uint8 photos / raw waveforms in; a bare variant is written too
+    preprocess_in_graph: bool = True  # uint8 photos of any size (resized in the graph) / raw waveforms in; a bare variant too
     opset: int = 17  # 17: TensorRT 8.5+ on JetPack 5/6 and every current ONNX Runtime read it
     threads: int = 0  # ONNX Runtime intra-op threads for the gate; 0 = its default
     parity: ParityConfig = field(default_factory=ParityConfig)

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from birdvision import __version__
-from birdvision.artifacts import check_output_dir, write_json, write_text
+from birdvision.artifacts import check_output_dir, sha256_file, write_json, write_text
 from birdvision.checkpoint import checkpoint_meta, load_classifier
 from birdvision.exporting import FORMATS, ExportError, ParityError, graphs
-from birdvision.exporting.metadata import build_metadata, set_metadata
+from birdvision.exporting.metadata import MODEL_JSON, build_metadata, input_card, model_card, set_metadata
 from birdvision.exporting.options import ExportConfig, check_options
 from birdvision.exporting.parity import Reference, Thresholds, gate, net_inputs_of, reference
 from birdvision.exporting.runtime import make_session
@@ -88,8 +88,9 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     post = graphs.post_graph(float(meta.get("temperature", 1.0)), len(meta["classes"]), net)
     pre = None
     if cfg.preprocess_in_graph:
-        pre = graphs.audio_pre_graph(pre_spec, net, cfg.opset) if audio else graphs.image_pre_graph(pre_spec, net)
-    full_kind = ("waveform" if audio else "uint8_nhwc") if pre is not None else ("mel" if audio else "float_nchw")
+        pre = (graphs.audio_pre_graph(pre_spec, net, cfg.opset) if audio
+               else graphs.image_pre_graph(pre_spec, net, max(cfg.opset, graphs.RESIZE_OPSET)))
+    full_kind = ("waveform" if audio else "uint8_nhwc_any") if pre is not None else ("mel" if audio else "float_nchw")
     bare_kind = "mel" if audio else "float_nchw"
     write_text(out / "labels.txt", "".join(f"{c}\n" for c in meta["classes"]))
 
@@ -134,6 +135,8 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     if "tensorrt" in formats:
         _tensorrt(res, cfg, meta, net, post, calib_net, shape, ref, thresholds, pin.origin)
 
+    write_model_json(res, meta, full_kind)
+
     summary = res.as_dict() | {
         "checkpoint": str(ckpt), "formats": formats, "preprocess_in_graph": bool(cfg.preprocess_in_graph),
         "opset": int(cfg.opset), "birdvision_version": __version__, "seconds": round(time.perf_counter() - t0, 1),
@@ -144,10 +147,35 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     return res
 
 
+def write_model_json(res: ExportResult, meta: dict[str, Any], kind: str) -> dict[str, Any]:
+    """``model.json``: the app card of ``model.onnx`` (the one inside its metadata) plus every gated file's SHA-256,
+    input and parity, so a loader can tell the files it describes from others (:func:`~birdvision.exporting.metadata.
+    check_model_json`)."""
+    card = model_card(build_metadata(meta, input_kind=kind, precision="fp32"))
+    pre = dict(meta["preprocess"])
+    files: dict[str, Any] = {}
+    for role, path in res.files.items():
+        if not path.is_file() or path.suffix not in (".onnx", ".ort", ".tflite", ".pte", ".engine"):
+            continue
+        rep = res.parity.get(path.name, {})
+        file_kind = rep.get("input_kind")
+        files[path.name] = {
+            "role": role, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+            "precision": rep.get("precision"), "input_kind": file_kind,
+            "input": input_card(file_kind, pre) if file_kind else None,
+            "parity": {k: rep.get(k) for k in ("passed", "n", "top1_agreement", "max_abs_diff", "acc_torch",
+                                                "acc_export")} if rep else None,
+        }
+    card["files"] = files
+    write_json(res.output_dir / MODEL_JSON, card)
+    res.files["model_json"] = res.output_dir / MODEL_JSON
+    return card
+
+
 def _gate_file(res: ExportResult, role: str, path: Path, precision: str, kind: str, ref: Reference,
                thresholds: Thresholds, origin: str, cfg: Any) -> Path | None:
     """Gate one file against the reference; record the report or the failure."""
-    feed = ref.raw_inputs if kind in ("uint8_nhwc", "waveform") else ref.net_inputs
+    feed = ref.raw_inputs if kind in ("uint8_nhwc_any", "waveform") else ref.net_inputs
     session = make_session(path, threads=int(cfg.threads))
     try:
         report = gate(path, session, feed, ref, precision=precision, input_kind=kind, thresholds=thresholds,
