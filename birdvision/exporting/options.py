@@ -51,6 +51,18 @@ class TensorRTConfig:
 
 
 @dataclass
+class AppParityConfig:
+    """After the gates: model.onnx fed each platform's own decode (and resize), compared with birdvision.predict."""
+
+    enabled: bool = True  # run it on the parity photos (or on `data`), write app_parity.json; photo models only
+    data: str | None = None  # a photo folder (SPLIT/CLASS/photo or CLASS/photo) or a manifest; default: the parity photos
+    splits: str = "valid,test"  # with `data`: the splits (sub-folders or manifest rows) to use
+    platforms: str = "all"  # pillow,pillow_bilinear,opencv,opencv_linear,opencv_area,browser (OpenCV if installed)
+    min_agreement: float = 0.99  # top-1 agreement each platform that feeds the decoded photo must reach
+    browser_csv: str | None = None  # predictions (file,species) written by a browser app, compared as "browser"
+
+
+@dataclass
 class ExportConfig:
     """Everything ``python -m birdvision.export`` reads."""
 
@@ -63,6 +75,7 @@ class ExportConfig:
     parity: ParityConfig = field(default_factory=ParityConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
+    app_parity: AppParityConfig = field(default_factory=AppParityConfig)
 
 
 def check_options(cfg: Any) -> None:
@@ -91,6 +104,7 @@ def check_options(cfg: Any) -> None:
         need(f"{section}.batch_size", 1 <= num(f"{section}.batch_size") <= MAX_BATCH, f"an integer in [1, {MAX_BATCH}]")
         need(f"{section}.split", num(f"{section}.split") in SPLITS, f"one of {', '.join(SPLITS)}")
     frac("parity.fp32_min_top1_agreement")
+    frac("app_parity.min_agreement")
     frac("parity.max_acc_drop")
     v = cfg.parity.fp32_max_abs_diff
     need("parity.fp32_max_abs_diff", isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0,

@@ -135,7 +135,10 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     if "tensorrt" in formats:
         _tensorrt(res, cfg, meta, net, post, calib_net, shape, ref, thresholds, pin.origin)
 
-    write_model_json(res, meta, full_kind)
+    card = write_model_json(res, meta, full_kind)
+    if not audio and cfg.app_parity.enabled and "fp32" in res.files:
+        card["app_parity"] = _app_parity(res, cfg, meta, pin)
+        write_json(out / MODEL_JSON, card)
 
     summary = res.as_dict() | {
         "checkpoint": str(ckpt), "formats": formats, "preprocess_in_graph": bool(cfg.preprocess_in_graph),
@@ -170,6 +173,36 @@ def write_model_json(res: ExportResult, meta: dict[str, Any], kind: str) -> dict
     write_json(res.output_dir / MODEL_JSON, card)
     res.files["model_json"] = res.output_dir / MODEL_JSON
     return card
+
+
+def _app_parity(res: ExportResult, cfg: Any, meta: dict[str, Any], pin: Any) -> dict[str, Any]:
+    """Run :func:`~birdvision.exporting.app_parity.app_parity` on model.onnx; write app_parity.json; a short
+    summary for model.json. A platform below ``min_agreement`` is a warning here (the file itself passed its
+    gate); the standalone ``python -m birdvision.exporting.app_parity`` exits 1 for it."""
+    from birdvision.exporting.app_parity import REPORT, AppSample, app_parity, photo_samples, split_list, summary_lines
+
+    a = cfg.app_parity
+    if a.data:
+        samples, origin = photo_samples(a.data, split_list(a.splits), list(meta["classes"]))
+    else:
+        samples = [AppSample(Path(p), int(y), cfg.parity.split) for p, y in zip(pin.paths, pin.labels, strict=True)]
+        origin = f"the parity photos ({pin.origin})"
+    report = app_parity(res.files["fp32"], samples, platforms=a.platforms, min_agreement=a.min_agreement,
+                        browser_csv=a.browser_csv, threads=int(cfg.threads), origin=origin)
+    path = write_json(res.output_dir / REPORT, report)
+    res.files["app_parity"] = path
+    for line in summary_lines(report):
+        log.info("app parity: %s", line)
+    if not report["passed"]:
+        res.notes.append(f"app parity below {a.min_agreement:.0%} top-1 agreement: {'; '.join(report['failures'])} "
+                         f"(see {REPORT}; model.json lists the decode steps apps must follow)")
+    elif report["skipped"]:
+        res.notes.append("app parity skipped " + "; ".join(f"{k}: {v}" for k, v in report["skipped"].items()))
+    return {"report": REPORT, "data": report["data"], "n": report["n"], "passed": report["passed"],
+            "reference_accuracy": report["reference"]["accuracy"],
+            "platforms": {k: {"top1_agreement": v["top1_agreement"], "accuracy": v["accuracy"], "gate": v["gate"],
+                              "feeds": v["feeds"]} for k, v in report["platforms"].items()},
+            "skipped": report["skipped"]}
 
 
 def _gate_file(res: ExportResult, role: str, path: Path, precision: str, kind: str, ref: Reference,
