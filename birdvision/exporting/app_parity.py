@@ -322,6 +322,8 @@ class AppParityCli(AppParityConfig):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 when every gated platform agrees enough, 1 when one does not, 2 for a user error."""
+    from rich.markup import escape
+
     from birdvision.artifacts import OutputError, check_output_file, write_json
     from birdvision.checkpoint import CheckpointError
     from birdvision.config import ConfigError, parse_cli
@@ -345,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                             browser_csv=cfg.browser_csv, threads=cfg.threads, origin=origin)
         write_json(out, report)
         for line in summary_lines(report):
-            console.print(line)
-        console.print(f"report: {out}")
+            console.print(escape(line))
+        console.print(f"report: {escape(str(out))}")
         if not report["passed"]:
             print(f"error: app parity failed: {'; '.join(report['failures'])}", file=sys.stderr)
             return 1

@@ -28,7 +28,7 @@ from birdvision.runs import find_checkpoint
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("onnx", "int8", "fp16", "ort", "tensorrt")
+VARIANTS = ("onnx", "int8", "fp16", "ort", "tensorrt", "tflite", "pte")
 
 
 @dataclass
@@ -57,6 +57,12 @@ def resolve_formats(fmt: str) -> list[str]:
     if bad or not names:
         raise ExportError(f"unknown format {', '.join(bad) or repr(fmt)}; valid formats: {', '.join(FORMATS)}")
     wanted = set(VARIANTS) if "all" in names else set(names) | {"onnx"}
+    if "all" not in names:  # asked for by name: its converter must be here (format=all skips it with a note)
+        from birdvision.exporting.phone import missing
+
+        for fmt in ("tflite", "pte"):
+            if fmt in wanted and (why := missing(fmt)):
+                raise ExportError(f"format={fmt}: {why}")
     return [v for v in VARIANTS if v in wanted]
 
 
@@ -135,6 +141,9 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     if "tensorrt" in formats:
         _tensorrt(res, cfg, meta, net, post, calib_net, shape, ref, thresholds, pin.origin)
 
+    if phone_formats := [f for f in ("tflite", "pte") if f in formats]:
+        _phone(res, phone_formats, cfg, meta, model, ref, thresholds, pin.origin)
+
     card = write_model_json(res, meta, full_kind)
     if not audio and cfg.app_parity.enabled and "fp32" in res.files:
         card["app_parity"] = _app_parity(res, cfg, meta, pin)
@@ -150,6 +159,45 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     return res
 
 
+def _phone(res: ExportResult, formats: list[str], cfg: Any, meta: dict[str, Any], model: Any, ref: Reference,
+           thresholds: Thresholds, origin: str) -> None:
+    """``model.tflite`` / ``model.pte`` where the converter is installed, gated in its own runtime; else a note.
+
+    Photos: the gate feeds both sides the parity photos squashed to the model's size by birdvision's resize and
+    rounded to uint8 (these files take a fixed size), so the checkpoint's answers are recomputed on those pixels.
+    """
+    from birdvision.exporting import phone
+
+    pre = dict(meta["preprocess"])
+    audio = graphs.is_audio(pre)
+    build = []
+    for fmt in formats:
+        if why := phone.missing(fmt):
+            res.notes.append(f"no {phone.PHONE_FORMATS[fmt][2]}: {why}")
+            log.warning("skipping %s: %s", phone.PHONE_FORMATS[fmt][2], why)
+        else:
+            build.append(fmt)
+    if not build:
+        return
+    if audio:
+        fref, feed, kind = ref, ref.raw_inputs, "waveform"
+    else:
+        feed = phone.fixed_size_photos(list(ref.raw_inputs), pre)
+        fref, kind = reference(model, list(feed), ref.labels, pre, cfg.parity.batch_size), "uint8_nhwc"
+    module = phone.AppModule(model.net, pre, float(meta.get("temperature", 1.0)), int(meta.get("in_chans", 3)))
+    for fmt in build:
+        try:
+            path = phone.build(fmt, module, pre, res.output_dir)
+            report = gate(path, phone.session(fmt, path, int(cfg.threads)), feed, fref, precision="fp32",
+                          input_kind=kind, thresholds=thresholds, data=origin, batch_size=int(cfg.parity.batch_size))
+        except (ExportError, ParityError) as e:
+            log.error("%s", e)
+            res.failures.append(str(e))
+            continue
+        res.files[fmt] = path
+        res.parity[path.name] = report.as_dict()
+
+
 def write_model_json(res: ExportResult, meta: dict[str, Any], kind: str) -> dict[str, Any]:
     """``model.json``: the app card of ``model.onnx`` (the one inside its metadata) plus every gated file's SHA-256,
     input and parity, so a loader can tell the files it describes from others (:func:`~birdvision.exporting.metadata.
@@ -162,10 +210,13 @@ def write_model_json(res: ExportResult, meta: dict[str, Any], kind: str) -> dict
             continue
         rep = res.parity.get(path.name, {})
         file_kind = rep.get("input_kind")
+        inp = input_card(file_kind, pre) if file_kind else None
+        if inp and role in ("tflite", "pte"):  # static shapes: one photo or window per call, the only input
+            inp.update(name=None, shape=[1, *inp["shape"][1:]], dynamic_axes=[],
+                       note=inp["note"] + "; batch 1; the file's only input (index 0)")
         files[path.name] = {
             "role": role, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-            "precision": rep.get("precision"), "input_kind": file_kind,
-            "input": input_card(file_kind, pre) if file_kind else None,
+            "precision": rep.get("precision"), "input_kind": file_kind, "input": inp,
             "parity": {k: rep.get(k) for k in ("passed", "n", "top1_agreement", "max_abs_diff", "acc_torch",
                                                 "acc_export")} if rep else None,
         }
