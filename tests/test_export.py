@@ -352,6 +352,14 @@ def test_calls_model_end_to_end(tmp_path):
     rep = json.loads((out / "parity.json").read_text())
     assert rep["input_kind"] == "waveform" and rep["top1_agreement"] == 1.0 and rep["max_abs_diff"] <= 1e-4
     assert json.loads((out / "parity.int8.json").read_text())["passed"]
+    card = json.loads((out / "model.json").read_text())
+    audio = card["preprocessing"]
+    assert card["input"]["name"] == "waveform" and card["input"]["shape"] == ["batch", 64000]
+    assert audio["window_samples"] == 64000 == audio["sample_rate"] * audio["window_seconds"]
+    assert audio["hop_seconds"] == audio["window_seconds"]  # predict's default: back to back
+    assert audio["channel_mix"].startswith("mean of all channels") and "zero-padded" in audio["last_window_padding"]
+    assert "resample_poly" in audio["resampler"] and audio["mel_frontend"] == "in the graph" and audio["mel"]["n_mels"]
+    assert not (out / "app_parity.json").exists()  # photo decoders only
     a, b = load(run), load(out / "model.onnx")
     assert b.is_audio and a.input_shape == b.input_shape == (64000,)
     w = (np.random.default_rng(0).standard_normal((2, 64000)) * 0.05).astype(np.float32)

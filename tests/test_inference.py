@@ -137,3 +137,36 @@ def test_audio_predictor_batch_both_engines(tmp_path):
         b.predict_batch(np.zeros((1, 16000), np.float32))
     with pytest.raises(InferenceError, match="got dtype int16"):
         b.predict_batch(np.zeros((1, 8000), np.int16))
+
+
+def test_fixed_size_uint8_export_gets_photos_resized_by_pillow(export_dir, photos, tmp_path):
+    """A graph that takes uint8 photos at the model's size only (exports made before the resize moved into the
+    graph): the predictor squashes photos with Pillow's bilinear filter before feeding it."""
+    from onnx import TensorProto, compose, helper, numpy_helper
+
+    from birdvision.exporting.metadata import build_metadata, read_metadata, set_metadata
+
+    bare = onnx.load(str(export_dir / "model.bare.onnx"))
+    pre = read_metadata(export_dir / "model.bare.onnx")["preprocess"]
+    scale = (1 / (255 * np.asarray(pre["std"]))).astype(np.float32).reshape(1, 3, 1, 1)
+    bias = (-np.asarray(pre["mean"]) / np.asarray(pre["std"])).astype(np.float32).reshape(1, 3, 1, 1)
+    g = helper.make_graph(
+        [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+         helper.make_node("Transpose", ["f"], ["t"], perm=[0, 3, 1, 2]),
+         helper.make_node("Mul", ["t", "s"], ["m"]), helper.make_node("Add", ["m", "b"], ["input"])], "pre",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", 32, 32, 3])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(bias, "b")])
+    pre_model = helper.make_model(g, opset_imports=list(bare.opset_import))
+    pre_model.ir_version = bare.ir_version
+    fixed = compose.merge_models(pre_model, bare, io_map=[("input", "input")])
+    hp = read_metadata(export_dir / "model.bare.onnx")
+    set_metadata(fixed, build_metadata(hp, input_kind="uint8_nhwc", precision="fp32"))
+    onnx.save(fixed, str(tmp_path / "fixed.onnx"))
+    p = load(tmp_path / "fixed.onnx")
+    assert not p.resizes and p.input_shape == (32, 32, 3)
+    big = np.asarray(Image.open(photos[0]).convert("RGB").resize((64, 48)))
+    assert p.prepare(big).shape == (32, 32, 3)
+    assert np.abs(p.predict_batch(photos) - load(export_dir / "model.onnx").predict_batch(photos)).max() < 1e-5
+    with pytest.raises(InferenceError, match=r"uint8 RGB photos \[B, 32, 32, 3\]"):
+        p.predict_batch(big[None])
