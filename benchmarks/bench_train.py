@@ -46,8 +46,7 @@ def loader_throughput(photos: Path, size: int, batch: int, workers: int, n_image
     """Images per second delivered by the training DataLoader (first batch not counted)."""
     samples = [s for s in discover(photos).samples if s.split == "train"][:n_images]
     spec = get_spec("resnet18")
-    ds = ImageDataset(samples, {s.label: 0 for s in samples}, train_transform(ImagePreprocess(size, spec.mean, spec.std)),
-                      draft_size=size)
+    ds = ImageDataset(samples, {s.label: 0 for s in samples}, train_transform(ImagePreprocess(size, spec.mean, spec.std)))
     dl = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers)
     it = iter(dl)
     next(it)

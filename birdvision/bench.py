@@ -122,7 +122,11 @@ def _calls(engine: str, target: str, batch_sizes: tuple[int, ...], threads: int)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     sess = make_session(target, threads=threads, providers=providers)
     inp = sess.get_inputs()[0]
-    dims = [d if isinstance(d, int) else 1 for d in inp.shape[1:]]
+    pre = json.loads(sess.get_modelmeta().custom_metadata_map.get("preprocess", "{}"))
+    # a graph that resizes photos of any size is timed on photos at the model's size (the in-graph resize is then
+    # a copy); larger photos add the resize: about 0.15 s for 12 Mpx on 2 cores
+    dims = [d if isinstance(d, int) else int(pre.get("size", 1)) if inp.type == "tensor(uint8)" else 1
+            for d in inp.shape[1:]]
     out = {}
     for b in batch_sizes:
         if inp.type == "tensor(uint8)":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from rich.markup import escape
+
 from birdvision.artifacts import OutputError
 from birdvision.checkpoint import CheckpointError
 from birdvision.config import ConfigError, parse_cli, to_yaml
@@ -39,9 +41,9 @@ def run(cfg) -> int:
         print(f"error: parity gate failed: {e}", file=sys.stderr)  # one line, like run_cli's user errors
         return 1
     for role, path in res.files.items():
-        console.print(f"  {role:10s} {path}")
+        console.print(f"  {role:10s} {escape(str(path))}")
     for note in res.notes:
-        console.print(f"[yellow]note[/]: {note}")
+        console.print(f"[yellow]note[/]: {escape(note)}")  # notes name extras like birdvision[apps]
     console.print(f"[green]export passed its parity gates[/] -> {res.output_dir}")
     return 0
 

@@ -41,15 +41,17 @@ def test_onnx_parity_metadata_and_labels(exported, run_dir):
     meta = read_metadata(exported / "model.onnx")
     assert meta["classes"] == hp["classes"] and meta["preprocess"] == hp["preprocess"]
     assert meta["temperature"] == pytest.approx(1.5) and meta["manifest_digest"] == hp["manifest_digest"]
-    assert meta["recipe"] == "test" and meta["birdvision_version"] and meta["input_kind"] == "uint8_nhwc"
+    assert meta["recipe"] == "test" and meta["birdvision_version"] and meta["input_kind"] == "uint8_nhwc_any"
     assert (exported / "labels.txt").read_text().splitlines() == hp["classes"]
     m = onnx.load(str(exported / "model.onnx"))
-    assert m.opset_import[0].version >= 17
+    assert next(o.version for o in m.opset_import if o.domain == "") >= 18  # Resize with antialias
     inp = m.graph.input[0].type.tensor_type
     assert inp.elem_type == onnx.TensorProto.UINT8
-    assert [d.dim_param or d.dim_value for d in inp.shape.dim] == ["batch", 32, 32, 3]
-    bare = onnx.load(str(exported / "model.bare.onnx")).graph.input[0].type.tensor_type
+    assert [d.dim_param or d.dim_value for d in inp.shape.dim] == ["batch", "height", "width", 3]
+    bare_model = onnx.load(str(exported / "model.bare.onnx"))
+    bare = bare_model.graph.input[0].type.tensor_type
     assert bare.elem_type == onnx.TensorProto.FLOAT and bare.shape.dim[1].dim_value == 3
+    assert next(o.version for o in bare_model.opset_import if o.domain == "") == 17  # TensorRT 8.5 reads it
     assert json.loads((exported / "parity.bare.json").read_text())["top1_agreement"] == 1.0
 
 
@@ -61,13 +63,120 @@ def test_dynamic_batch_and_temperature_in_graph(exported, run_dir):
     from birdvision.exporting.parity import net_inputs_of
 
     sess = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    probs = sess.run(None, {"image": x})[0]
-    assert probs.shape == (5, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
     model = load_classifier(run_dir)
-    with torch.no_grad():
-        logits = model(torch.from_numpy(net_inputs_of(x, _ck(run_dir)["preprocess"])))
-    assert np.abs(torch.softmax(logits / 1.5, -1).numpy() - probs).max() < 1e-5
+    for shape in ((5, 32, 32, 3), (2, 7, 300, 3), (1, 1, 1, 3), (3, 100, 64, 3)):  # any photo size: resized in the graph
+        x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        probs = sess.run(None, {"image": x})[0]
+        assert probs.shape == (shape[0], 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+        with torch.no_grad():
+            logits = model(torch.from_numpy(net_inputs_of(list(x), _ck(run_dir)["preprocess"])))
+        assert np.abs(torch.softmax(logits / 1.5, -1).numpy() - probs).max() < 1e-5
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_in_graph_resize_equals_the_training_resize(interpolation):
+    """The exported photo graph (ONNX Resize, antialias) and the eval transform (torch, antialias) agree on odd sizes."""
+    import onnxruntime as ort
+
+    from birdvision.data.images import ImagePreprocess, eval_transform, photo_tensor
+
+    spec = {"kind": "image", "size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+            "interpolation": interpolation}
+    ref = onnx.helper.make_model(onnx.helper.make_graph([], "r", [], []), opset_imports=[onnx.helper.make_opsetid("", 17)])
+    pre = graphs.image_pre_graph(spec, ref)
+    sess = ort.InferenceSession(pre.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    for h, w in ((1, 1), (7, 300), (1000, 640), (224, 224), (227, 227), (300, 7), (113, 450)):
+        x = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        got = sess.run(None, {"image": x[None]})[0][0]
+        want = photo_tensor([x], spec)[0].numpy()
+        assert got.shape == want.shape == (3, 224, 224)
+        grey_levels = np.abs(got - want) * np.asarray(spec["std"]).reshape(3, 1, 1) * 255
+        assert grey_levels.max() < 0.02, (h, w, grey_levels.max())  # float rounding, not another filter
+        if (h, w) == (7, 300):
+            from PIL import Image
+
+            via_eval = eval_transform(ImagePreprocess.from_spec(spec))(Image.fromarray(x)).numpy()
+            assert np.abs(via_eval - want).max() == 0  # the eval transform is photo_tensor for one photo
+
+
+def test_model_json_describes_the_model_and_sits_inside_it(exported, run_dir):
+    """model.json beside the export = the card inside model.onnx's metadata + a files table; it matches the graph."""
+    import onnxruntime as ort
+
+    from birdvision.artifacts import sha256_file
+
+    hp = _ck(run_dir)
+    card = json.loads((exported / "model.json").read_text())
+    sess = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    inp, out = sess.get_inputs()[0], sess.get_outputs()[0]
+    assert card["labels"] == hp["classes"] and card["num_classes"] == len(hp["classes"])
+    assert card["input"]["name"] == inp.name == "image" and inp.type == "tensor(uint8)"
+    assert card["input"]["shape"] == inp.shape == ["batch", "height", "width", 3]
+    assert card["input"]["dynamic_axes"] == ["batch", "height", "width"] and card["input"]["layout"] == "NHWC"
+    assert card["output"]["name"] == out.name and out.shape[-1] == card["num_classes"]
+    assert card["output"]["temperature_applied"] == pytest.approx(1.5) and "do not apply" in card["output"]["semantics"].lower()
+    steps = card["preprocessing"]
+    assert steps["resize"]["where"] == "in the graph" and steps["resize"]["to"] == [32, 32]
+    assert steps["normalize"]["mean"] == hp["preprocess"]["mean"] and steps["spec"] == hp["preprocess"]
+    assert any("EXIF" in s for s in steps["decode"]) and any("white" in s for s in steps["decode"])
+    assert card["model"]["manifest_digest"] == hp["manifest_digest"]
+    inside = json.loads(read_metadata(exported / "model.onnx")["model_json"])
+    assert inside == {k: v for k, v in card.items() if k not in ("files", "app_parity")}
+    files = card["files"]
+    assert {"model.onnx", "model.bare.onnx", "model.int8.onnx", "model.fp16.onnx", "model.ort"} <= set(files)
+    for name, entry in files.items():
+        assert entry["sha256"] == sha256_file(exported / name) and entry["parity"]["passed"]
+    assert files["model.bare.onnx"]["input"]["shape"] == ["batch", 3, 32, 32]
+    assert json.loads(read_metadata(exported / "model.int8.onnx")["model_json"])["model"]["precision"] == "int8"
+
+
+def test_loader_refuses_a_model_json_that_does_not_match(exported, tmp_path):
+    import shutil
+
+    from birdvision.checkpoint import CheckpointError
+    from birdvision.inference import load
+
+    def copy_with(edit) -> Path:
+        d = tmp_path / f"c{len(list(tmp_path.iterdir()))}"
+        d.mkdir()
+        for name in ("model.onnx", "model.bare.onnx"):
+            shutil.copy(exported / name, d / name)
+        card = json.loads((exported / "model.json").read_text())
+        edit(card, d)
+        (d / "model.json").write_text(json.dumps(card))
+        return d
+
+    assert load(copy_with(lambda c, d: None) / "model.onnx").classes == json.loads(
+        (exported / "model.json").read_text())["labels"]
+    cases = [
+        (lambda c, d: c["labels"].pop(), "lists 2 labels, the model outputs 3"),
+        (lambda c, d: c["labels"].reverse(), "labels differ"),
+        (lambda c, d: c["model"].update(manifest_digest="0" * 16), "exported from another training run"),
+        (lambda c, d: shutil.copy(d / "model.bare.onnx", d / "model.onnx"), "SHA-256 differs"),
+        (lambda c, d: c["files"].pop("model.onnx"), "does not list model.onnx"),
+    ]
+    for edit, message in cases:
+        with pytest.raises(CheckpointError, match="model.json") as e:
+            load(copy_with(edit) / "model.onnx")
+        assert message in str(e.value)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(exported / "model.onnx", bad / "model.onnx")
+    (bad / "model.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a readable model.json"):
+        load(bad / "model.onnx")
+
+
+def test_lanczos_cannot_be_exported(run_dir):
+    from birdvision.data.images import resize_mode
+    from birdvision.exporting import ExportError
+
+    with pytest.raises(ValueError, match="cannot be reproduced inside an ONNX graph"):
+        resize_mode("lanczos")
+    ref = onnx.helper.make_model(onnx.helper.make_graph([], "r", [], []))
+    with pytest.raises(ExportError, match="lanczos"):
+        graphs.image_pre_graph({"size": 8, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "lanczos"}, ref)
 
 
 def test_variants_are_gated_and_quantized(exported):
@@ -80,7 +189,7 @@ def test_variants_are_gated_and_quantized(exported):
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     # Preprocessing and softmax stay float: no Q/DQ touches them.
     pre = [n for n in q.graph.node if n.name.startswith(("pre_", "post_"))]
-    assert {n.op_type for n in pre} == {"Cast", "Transpose", "Mul", "Add", "Div", "Softmax"}
+    assert {n.op_type for n in pre} == {"Cast", "Resize", "Transpose", "Mul", "Add", "Div", "Softmax"}
     f16 = onnx.load(str(exported / "model.fp16.onnx"))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in f16.graph.initializer)
     assert read_metadata(exported / "model.int8.ort")["precision"] == "int8"
@@ -122,6 +231,32 @@ def test_tensorrt_bundle_without_tensorrt(run_dir, tmp_path):
         assert any("TensorRT is not available" in n for n in notes)
 
 
+def test_trtexec_script_names_only_files_that_passed(run_dir, tmp_path, monkeypatch):
+    """A TensorRT file that failed its gate was renamed *.FAILED.onnx: the script must not call it."""
+    from birdvision.exporting import pipeline
+    from birdvision.exporting.parity import failed_name
+    from birdvision.exporting.tensorrt import trtexec_script
+
+    real = pipeline._gate_file
+
+    def failing_int8(res, role, path, *a, **kw):
+        if role != "trt_int8":
+            return real(res, role, path, *a, **kw)
+        path.replace(failed_name(path))
+        res.failures.append(f"parity gate failed for {path.name}")
+        return None
+
+    monkeypatch.setattr(pipeline, "_gate_file", failing_int8)
+    assert main([f"ckpt={run_dir}", "format=tensorrt", f"output_dir={tmp_path}", "calibration.batch_size=4"]) == 1
+    assert (tmp_path / "model.trt.int8.FAILED.onnx").is_file() and not (tmp_path / "model.trt.int8.onnx").exists()
+    script = (tmp_path / "trtexec.sh").read_text()
+    assert "--onnx=model.trt.int8.onnx" not in script and "failed its parity gate" in script
+    assert "--onnx=model.trt.onnx --fp16" in script and "python -m birdvision.exporting.tensorrt" in script
+    neither = trtexec_script((3, 8, 8), 4, backbone="x", reason="r", input_note="n", fp32_passed=False,
+                             int8_passed=False)
+    assert "--onnx=" not in neither and "exit 1" in neither
+
+
 @pytest.mark.gpu
 def test_tensorrt_engine_build(run_dir, tmp_path):
     from birdvision.exporting.tensorrt import tensorrt_available
@@ -138,7 +273,7 @@ def test_tensorrt_engine_build(run_dir, tmp_path):
     [
         (["ckpt=/nonexistent/x.ckpt"], "does not exist"),
         (["format=onnx"], "ckpt=PATH is required"),
-        (["format=tflite"], "valid formats: onnx, int8, fp16, ort, tensorrt, all"),
+        (["format=coreml"], "valid formats: onnx, int8, fp16, ort, tensorrt, tflite, pte, all"),
         (["parity.data=EMPTY"], "parity set is empty"),
         (["format=int8", "calibration.data=EMPTY"], "calibration set is empty"),
         (["calibration.method=magic", "format=int8"], "unknown calibration.method"),
@@ -217,6 +352,14 @@ def test_calls_model_end_to_end(tmp_path):
     rep = json.loads((out / "parity.json").read_text())
     assert rep["input_kind"] == "waveform" and rep["top1_agreement"] == 1.0 and rep["max_abs_diff"] <= 1e-4
     assert json.loads((out / "parity.int8.json").read_text())["passed"]
+    card = json.loads((out / "model.json").read_text())
+    audio = card["preprocessing"]
+    assert card["input"]["name"] == "waveform" and card["input"]["shape"] == ["batch", 64000]
+    assert audio["window_samples"] == 64000 == audio["sample_rate"] * audio["window_seconds"]
+    assert audio["hop_seconds"] == audio["window_seconds"]  # predict's default: back to back
+    assert audio["channel_mix"].startswith("mean of all channels") and "zero-padded" in audio["last_window_padding"]
+    assert "resample_poly" in audio["resampler"] and audio["mel_frontend"] == "in the graph" and audio["mel"]["n_mels"]
+    assert not (out / "app_parity.json").exists()  # photo decoders only
     a, b = load(run), load(out / "model.onnx")
     assert b.is_audio and a.input_shape == b.input_shape == (64000,)
     w = (np.random.default_rng(0).standard_normal((2, 64000)) * 0.05).astype(np.float32)

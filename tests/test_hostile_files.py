@@ -410,15 +410,16 @@ ONNX_CASES = {
     "classes_not_list.onnx": (lambda s, d: _with_metadata(s, d, classes=json.dumps({"a": 1})), "classes is a dict"),
     "size_huge.onnx": (lambda s, d: _with_metadata(s, d, preprocess=_pre_with(s, size=10**9)),
                        "preprocess.size=1000000000"),
-    "size_wrong.onnx": (lambda s, d: _with_metadata(s, d, preprocess=_pre_with(s, size=64)),
-                        "input_kind='uint8_nhwc' means tensor(uint8) [batch, 64, 64, 3]"),
+    # a graph that takes photos of any size has no size to contradict; the bare graph's fixed size does
+    "size_wrong.onnx": (lambda s, d: _with_metadata(s.parent / "model.bare.onnx", d, preprocess=_pre_with(s, size=64)),
+                        "input_kind='float_nchw' means tensor(float) [batch, ?, 64, 64]"),
     "audio_rate_huge.onnx": (lambda s, d: _with_metadata(s, d, preprocess=json.dumps(AUDIO_SPEC), input_kind="waveform"),
                              "preprocess.sample_rate=1000000000"),
     "temperature_text.onnx": (lambda s, d: _with_metadata(s, d, temperature="hot"), "'temperature'='hot'"),
     "unknown_input_kind.onnx": (lambda s, d: _with_metadata(s, d, input_kind="jpeg"), "input_kind='jpeg'"),
     "dtype_mismatch.onnx": (lambda s, d: _with_metadata(s, d, input_kind="float_nchw"),
-                            "is tensor(uint8) ['batch', 32, 32, 3], but input_kind='float_nchw'"),
-    "rank2.onnx": (_rank2_graph, "is tensor(float) ['b', 3], but input_kind='uint8_nhwc'"),
+                            "is tensor(uint8) ['batch', 'height', 'width', 3], but input_kind='float_nchw'"),
+    "rank2.onnx": (_rank2_graph, "is tensor(float) ['b', 3], but input_kind='uint8_nhwc_any'"),
 }
 
 

@@ -50,21 +50,35 @@ def test_accepts_paths_pil_and_arrays(export_dir, photos):
     img = Image.open(photos[0])
     by_path = p.predict_batch([photos[0]])
     by_pil = p.predict_batch([img])
-    big = np.asarray(img.resize((64, 64)))  # any size: resized with the model's filter
+    big = np.asarray(img.resize((64, 48)))  # any size: the graph resizes it
     assert np.allclose(by_path, by_pil)
-    assert p.predict_batch([big]).shape == (1, 3)
+    assert p.predict_batch([big]).shape == (1, 3) and p.predict_batch(big[None]).shape == (1, 3)
     ready = np.stack([p.prepare(x) for x in photos])
-    assert ready.dtype == np.uint8 and ready.shape == (6, 32, 32, 3)
+    assert ready.dtype == np.uint8 and ready.shape == (6, 32, 32, 3)  # the decoded photos, at their own size
     assert np.allclose(p.predict_batch(ready), p.predict_batch(photos))
     assert p.predict_batch([]).shape == (0, 3)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.bare.onnx"])
+def test_photos_of_mixed_sizes_in_one_batch(run_dir, export_dir, photos, name):
+    """Every engine takes photos at their own sizes (the resize is the model's), batched or one by one."""
+    img = np.asarray(Image.open(photos[0]).convert("RGB"))
+    mixed = [img, np.asarray(Image.fromarray(img).resize((301, 7))), np.asarray(Image.fromarray(img).resize((90, 1000))),
+             img[:1, :1], img]
+    torch_p, onnx_p = load(run_dir), load(export_dir / name)
+    a, b = torch_p.predict_batch(mixed), onnx_p.predict_batch(mixed)
+    one_by_one = np.concatenate([onnx_p.predict_batch([x]) for x in mixed])
+    assert a.shape == (5, 3) and np.abs(a - b).max() < 1e-4 and np.abs(b - one_by_one).max() < 1e-6
+    assert np.allclose(b[0], b[4])
 
 
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
         (np.zeros((2, 32, 32, 3), np.float32), "got dtype float32"),
-        (np.zeros((2, 64, 64, 3), np.uint8), "got an array of shape (2, 64, 64, 3)"),
-        (np.zeros((2, 3, 32, 32), np.uint8), "expected uint8 RGB photos [B, 32, 32, 3]"),
+        (np.zeros((2, 64, 64, 4), np.uint8), "got an array of shape (2, 64, 64, 4)"),
+        (np.zeros((2, 3, 32, 32), np.uint8), "expected uint8 RGB photos [B, H, W, 3]"),
+        (np.zeros((2, 0, 32, 3), np.uint8), "got an array of shape (2, 0, 32, 3)"),
         ([np.zeros((32, 32), np.uint8)], "expected a uint8 RGB photo [H, W, 3]"),
         ([3.5], "got float"),
     ],
@@ -123,3 +137,36 @@ def test_audio_predictor_batch_both_engines(tmp_path):
         b.predict_batch(np.zeros((1, 16000), np.float32))
     with pytest.raises(InferenceError, match="got dtype int16"):
         b.predict_batch(np.zeros((1, 8000), np.int16))
+
+
+def test_fixed_size_uint8_export_gets_photos_resized_by_pillow(export_dir, photos, tmp_path):
+    """A graph that takes uint8 photos at the model's size only (exports made before the resize moved into the
+    graph): the predictor squashes photos with Pillow's bilinear filter before feeding it."""
+    from onnx import TensorProto, compose, helper, numpy_helper
+
+    from birdvision.exporting.metadata import build_metadata, read_metadata, set_metadata
+
+    bare = onnx.load(str(export_dir / "model.bare.onnx"))
+    pre = read_metadata(export_dir / "model.bare.onnx")["preprocess"]
+    scale = (1 / (255 * np.asarray(pre["std"]))).astype(np.float32).reshape(1, 3, 1, 1)
+    bias = (-np.asarray(pre["mean"]) / np.asarray(pre["std"])).astype(np.float32).reshape(1, 3, 1, 1)
+    g = helper.make_graph(
+        [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+         helper.make_node("Transpose", ["f"], ["t"], perm=[0, 3, 1, 2]),
+         helper.make_node("Mul", ["t", "s"], ["m"]), helper.make_node("Add", ["m", "b"], ["input"])], "pre",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", 32, 32, 3])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(bias, "b")])
+    pre_model = helper.make_model(g, opset_imports=list(bare.opset_import))
+    pre_model.ir_version = bare.ir_version
+    fixed = compose.merge_models(pre_model, bare, io_map=[("input", "input")])
+    hp = read_metadata(export_dir / "model.bare.onnx")
+    set_metadata(fixed, build_metadata(hp, input_kind="uint8_nhwc", precision="fp32"))
+    onnx.save(fixed, str(tmp_path / "fixed.onnx"))
+    p = load(tmp_path / "fixed.onnx")
+    assert not p.resizes and p.input_shape == (32, 32, 3)
+    big = np.asarray(Image.open(photos[0]).convert("RGB").resize((64, 48)))
+    assert p.prepare(big).shape == (32, 32, 3)
+    assert np.abs(p.predict_batch(photos) - load(export_dir / "model.onnx").predict_batch(photos)).max() < 1e-5
+    with pytest.raises(InferenceError, match=r"uint8 RGB photos \[B, 32, 32, 3\]"):
+        p.predict_batch(big[None])

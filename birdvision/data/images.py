@@ -1,14 +1,32 @@
-"""Photo decoding and transform presets driven by the backbone's spec."""
+"""From a decoded photo to the network's input: one resize, one normalisation, everywhere.
+
+Training, evaluation, the export's parity reference and prediction on PyTorch all call
+:func:`resize_photo` on the full decode (:func:`~birdvision.data.image_io.load_rgb`), and
+the exported ``model.onnx`` repeats it inside the graph (ONNX ``Resize`` with
+``antialias=1``, see :mod:`birdvision.exporting.graphs`), so an app only decodes.
+
+The resize: the photo is squashed to ``size x size`` (no crop, aspect ratio not kept) by an
+antialiased filter over float pixels: ``torch.nn.functional.interpolate(mode="bilinear"
+| "bicubic", antialias=True, align_corners=False)``. That is the filter Pillow's
+``resize(BILINEAR | BICUBIC)`` applies (a triangle / Keys a=-0.5 kernel stretched by the
+scale factor when shrinking, taps outside the image dropped and the weights renormalised)
+without Pillow's rounding to uint8 between the two passes; ONNX ``Resize(mode=linear |
+cubic, antialias=1, exclude_outside=1, cubic_coeff_a=-0.5, half_pixel)`` computes the same
+numbers (tested to 0.01 grey levels on odd sizes).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from birdvision.data.image_io import IMAGE_SUFFIXES, MAX_PIXELS, ImageLoadError, load_rgb
@@ -17,6 +35,12 @@ from birdvision.data.manifest import Sample
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageLoadError", "load_rgb"]  # decoding lives in image_io (no torch)
 
 log = logging.getLogger(__name__)
+
+# interpolation name -> torch.nn.functional.interpolate mode. Lanczos has no ONNX Resize (nor torch) equivalent;
+# "nearest" is left out too: torch's floor(dst * (in / out)) and ONNX's floor(dst / (out / in)) round differently
+# where dst * in / out is a whole number (4.4 normalised units apart on a 1000 x 640 photo), and no backbone uses it.
+RESIZE_MODES = {"bilinear": "bilinear", "bicubic": "bicubic"}
+
 
 @dataclass(frozen=True)
 class ImagePreprocess:
@@ -36,20 +60,89 @@ class ImagePreprocess:
         return cls(int(spec["size"]), tuple(spec["mean"]), tuple(spec["std"]), spec.get("interpolation", "bilinear"))
 
 
-def _interp(name: str) -> InterpolationMode:
-    return InterpolationMode(name.lower())
+def resize_mode(interpolation: str) -> str:
+    """The ``F.interpolate`` mode of a spec's interpolation; a clear error for one no export can repeat."""
+    mode = RESIZE_MODES.get(str(interpolation).lower())
+    if mode is None:
+        raise ValueError(f"interpolation={interpolation!r} cannot be reproduced inside an ONNX graph; "
+                         f"use one of {', '.join(RESIZE_MODES)}")
+    return mode
 
 
-def eval_transform(pre: ImagePreprocess) -> T.Compose:
+def resize_photo(x: torch.Tensor, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """Float photos ``[..., C, H, W]`` (any H, W) squashed to ``[..., C, size, size]`` with the antialiased filter.
+
+    The one resize of every model input (module docstring). Integer input is converted to float32 first
+    (never resized in uint8: that would round between passes as Pillow does).
+    """
+    mode = resize_mode(interpolation)
+    if not x.is_floating_point():
+        x = x.float()
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    lead = x.shape[:-3]
+    x4 = x.reshape(-1, *x.shape[-3:])
+    out = F.interpolate(x4, size=(size, size), mode=mode, antialias=True, align_corners=False)
+    return out.reshape(*lead, *out.shape[-3:])
+
+
+class PhotoResize(torch.nn.Module):
+    """:func:`resize_photo` as a transform (float tensors ``[C, H, W]`` in, ``[C, size, size]`` out)."""
+
+    def __init__(self, size: int, interpolation: str = "bilinear") -> None:
+        super().__init__()
+        resize_mode(interpolation)
+        self.size, self.interpolation = int(size), interpolation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return resize_photo(x, self.size, self.interpolation)
+
+
+def _to_float(img: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A decoded RGB photo (PIL, ``uint8 [H, W, 3]`` or a ``[3, H, W]`` tensor) as float32 ``[3, H, W]`` in [0, 1]."""
+    if isinstance(img, Image.Image):
+        img = np.array(img.convert("RGB"))
+    if isinstance(img, np.ndarray):
+        if not (img.flags.writeable and img.flags.c_contiguous):
+            img = np.array(img)  # torch.from_numpy wants memory it may write (a read-only view warns)
+        t = torch.from_numpy(img).permute(2, 0, 1)
+    else:
+        t = img
+    return t.float() / 255.0 if not t.is_floating_point() else t
+
+
+def photo_tensor(photos: Sequence[Any] | np.ndarray, pre: ImagePreprocess | dict[str, Any]) -> torch.Tensor:
+    """Decoded photos (any sizes) -> the network's input ``float32 [B, 3, size, size]``: resize, then (x - mean) / std.
+
+    The PyTorch side of every parity check and prediction; the eval transform is this for one photo.
+    """
+    if isinstance(pre, dict):
+        pre = ImagePreprocess.from_spec(pre)
+    mean = torch.tensor(pre.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(pre.std, dtype=torch.float32).view(3, 1, 1)
+    out = [(resize_photo(_to_float(p), pre.size, pre.interpolation) - mean) / std for p in photos]
+    if not out:
+        return torch.zeros((0, 3, pre.size, pre.size))
+    return torch.stack(out).contiguous()
+
+
+class EvalTransform:
+    """Decoded photo -> normalised ``[3, size, size]`` tensor: :func:`photo_tensor` for one photo (nothing random)."""
+
+    def __init__(self, pre: ImagePreprocess) -> None:
+        resize_mode(pre.interpolation)
+        self.pre = pre
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        return photo_tensor([img], self.pre)[0]
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(size={self.pre.size}, interpolation={self.pre.interpolation}, antialias=True)"
+
+
+def eval_transform(pre: ImagePreprocess) -> EvalTransform:
     """Resize to the square input size and normalise: nothing random."""
-    return T.Compose(
-        [
-            T.Resize((pre.size, pre.size), interpolation=_interp(pre.interpolation), antialias=True),
-            T.PILToTensor(),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(pre.mean, pre.std),
-        ]
-    )
+    return EvalTransform(pre)
 
 
 def train_transform(
@@ -63,12 +156,11 @@ def train_transform(
 ) -> T.Compose:
     """The study's augmentations (flip, perspective, rotation, affine); each off at 0/False.
 
-    Geometry runs on the uint8 tensor after resizing, where it is cheapest.
+    The photo is resized first with the eval resize (:func:`resize_photo`, float), so a model
+    never learns from a resampling it will not meet after export; geometry then runs on the
+    small float image, where it is cheapest.
     """
-    steps: list[Any] = [
-        T.Resize((pre.size, pre.size), interpolation=_interp(pre.interpolation), antialias=True),
-        T.PILToTensor(),
-    ]
+    steps: list[Any] = [_to_float, PhotoResize(pre.size, pre.interpolation)]
     if hflip:
         steps.append(T.RandomHorizontalFlip())
     if perspective > 0:
@@ -83,7 +175,7 @@ def train_transform(
                 scale=(1 - affine_scale, 1 + affine_scale) if affine_scale > 0 else None,
             )
         )
-    steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(pre.mean, pre.std)]
+    steps.append(T.Normalize(pre.mean, pre.std))
     return T.Compose(steps)
 
 
@@ -94,11 +186,10 @@ class ImageDataset(Dataset):
     stop an epoch, so it is logged (once) and the next sample is served instead.
     """
 
-    def __init__(self, samples: list[Sample], class_to_idx: dict[str, int], transform: Any, draft_size: int | None = None):
+    def __init__(self, samples: list[Sample], class_to_idx: dict[str, int], transform: Any):
         self.samples = samples
         self.class_to_idx = class_to_idx
         self.transform = transform
-        self.draft_size = draft_size
         self._bad: set[int] = set()
 
     def __len__(self) -> int:
@@ -114,7 +205,7 @@ class ImageDataset(Dataset):
             j = (i + k) % len(self.samples)
             s = self.samples[j]
             try:
-                img = load_rgb(s.path, self.draft_size)
+                img = load_rgb(s.path)
             except ImageLoadError as e:
                 if j not in self._bad:
                     self._bad.add(j)

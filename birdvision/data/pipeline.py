@@ -89,7 +89,7 @@ def _check_decodable(split: str, samples: list[Sample]) -> None:
     errors = []
     for s in samples:
         try:
-            load_rgb(s.path, draft_size=64)
+            load_rgb(s.path, draft_size=64)  # whether it decodes: a reduced-scale decode reads the whole file too
             return
         except ImageLoadError as e:
             errors.append(str(e))
@@ -125,9 +125,9 @@ def build_pipeline(cfg: DictConfig) -> Pipeline:
     for split, chosen in by.items():
         _check_decodable(split, chosen)
     datasets = {
-        "train": ImageDataset(by["train"], idx, train_tf, draft_size=pre.size),
-        "valid": ImageDataset(by["valid"], idx, eval_transform(pre), draft_size=pre.size),
-        "test": ImageDataset(by["test"], idx, eval_transform(pre), draft_size=pre.size),
+        "train": ImageDataset(by["train"], idx, train_tf),
+        "valid": ImageDataset(by["valid"], idx, eval_transform(pre)),
+        "test": ImageDataset(by["test"], idx, eval_transform(pre)),
     }
     return Pipeline(samples, classes, datasets, pre.spec(), 3, found.skipped, found.origin)
 
@@ -166,7 +166,7 @@ def eval_dataset(samples: list[Sample], classes: list[str], preprocess: dict[str
 
         return audio_eval_dataset(samples, classes, preprocess)
     pre = ImagePreprocess.from_spec(preprocess)
-    return ImageDataset(samples, idx, eval_transform(pre), draft_size=pre.size)
+    return ImageDataset(samples, idx, eval_transform(pre))
 
 
 def batch_transform_for(preprocess: dict[str, Any]) -> nn.Module | None:

@@ -156,18 +156,16 @@ class ShardDataset(StreamingDataset):
 
     streamed = True  # the datamodule gives it LitData's loader
 
-    def __init__(self, input_dir: str, transform: Any, labels: list[int], *, shuffle: bool, seed: int,
-                 draft_size: int | None = None):
+    def __init__(self, input_dir: str, transform: Any, labels: list[int], *, shuffle: bool, seed: int):
         check_chunks(input_dir)
         super().__init__(input_dir, shuffle=shuffle, seed=seed, drop_last=False, **_FULL_ITEM_SHUFFLE)
         self.image_transform = transform
-        self.draft_size = draft_size
         self._labels = labels
 
     def __getitem__(self, index: Any) -> tuple[torch.Tensor, int, int]:
         item = super().__getitem__(index)
         try:
-            img = load_rgb(io.BytesIO(item["data"]), self.draft_size)
+            img = load_rgb(io.BytesIO(item["data"]))
         except ImageLoadError as e:
             raise ImageLoadError(f"shard item {item['index']} ({self.input_dir.path or self.input_dir.url}): {e}") from None
         return self.image_transform(img), int(item["label"]), int(item["index"])
@@ -212,5 +210,5 @@ def shard_datasets(shards: str, pre: Any, train_tf: Any, eval_tf: Any, *, seed: 
             datasets[split] = []
             continue
         datasets[split] = ShardDataset(f"{base}/{split}", train_tf if split == "train" else eval_tf, labels,
-                                       shuffle=split == "train", seed=seed, draft_size=pre.size)
+                                       shuffle=split == "train", seed=seed)
     return samples, classes, datasets

@@ -255,29 +255,57 @@ def _like(ref: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
     return m
 
 
-def image_pre_graph(preprocess: dict[str, Any], ref: onnx.ModelProto) -> onnx.ModelProto:
-    """``image uint8 [B, H, W, 3]`` -> normalised ``input float32 [B, 3, H, W]``.
+# ONNX Resize arguments reproducing birdvision.data.images.resize_photo (F.interpolate, antialias=True,
+# align_corners=False) per interpolation: Pillow-style antialiasing drops the taps outside the image and
+# renormalises (exclude_outside=1; without it ONNX Runtime's linear antialias is 14 grey levels off at the
+# borders of a 1000 x 640 photo); torch's antialiased bicubic uses Keys' a = -0.5 (ONNX's default is -0.75).
+RESIZE_ATTRS = {
+    "bilinear": {"mode": "linear", "antialias": 1, "exclude_outside": 1, "coordinate_transformation_mode": "half_pixel"},
+    "bicubic": {"mode": "cubic", "antialias": 1, "exclude_outside": 1, "cubic_coeff_a": -0.5,
+                "coordinate_transformation_mode": "half_pixel"},
+}
+RESIZE_OPSET = 18  # Resize's antialias and axes attributes
 
-    (x / 255 - mean) / std is folded into one multiply and one add per channel.
+
+def image_pre_graph(preprocess: dict[str, Any], ref: onnx.ModelProto, opset: int = RESIZE_OPSET) -> onnx.ModelProto:
+    """``image uint8 [B, H, W, 3]`` of any H, W -> normalised ``input float32 [B, 3, size, size]``.
+
+    Cast to float, the antialiased squash resize of :func:`birdvision.data.images.resize_photo` (in NHWC:
+    half the time of resizing after the transpose on a 12 Mpx photo, same numbers), NHWC -> NCHW, then
+    (x / 255 - mean) / std folded into one multiply and one add per channel. A photo already at the model's
+    size passes the Resize unchanged. Needs opset 18 (``antialias``); :func:`compose` lifts the network to it.
     """
+    from birdvision.data.images import resize_mode
+
     size = int(preprocess["size"])
+    interp = str(preprocess.get("interpolation", "bilinear")).lower()
+    try:
+        resize_mode(interp)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     mean = np.asarray(preprocess["mean"], dtype=np.float64)
     std = np.asarray(preprocess["std"], dtype=np.float64)
     scale = (1.0 / (255.0 * std)).astype(np.float32).reshape(1, 3, 1, 1)
     bias = (-mean / std).astype(np.float32).reshape(1, 3, 1, 1)
     nodes = [
         helper.make_node("Cast", [IMAGE_INPUT], ["pre_f"], to=TensorProto.FLOAT, name="pre_cast"),
-        helper.make_node("Transpose", ["pre_f"], ["pre_nchw"], perm=[0, 3, 1, 2], name="pre_nchw"),
+        helper.make_node("Resize", ["pre_f", "", "", "pre_size"], ["pre_resized"], name="pre_resize", axes=[1, 2],
+                         **RESIZE_ATTRS[interp]),
+        helper.make_node("Transpose", ["pre_resized"], ["pre_nchw"], perm=[0, 3, 1, 2], name="pre_nchw"),
         helper.make_node("Mul", ["pre_nchw", "pre_scale"], ["pre_scaled"], name="pre_scale"),
         helper.make_node("Add", ["pre_scaled", "pre_bias"], [NET_INPUT], name="pre_bias"),
     ]
     graph = helper.make_graph(
         nodes, "birdvision_image_preprocess",
-        [helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.UINT8, ["batch", size, size, 3])],
+        [helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.UINT8, ["batch", "height", "width", 3])],
         [helper.make_tensor_value_info(NET_INPUT, TensorProto.FLOAT, ["batch", 3, size, size])],
-        [numpy_helper.from_array(scale, "pre_scale"), numpy_helper.from_array(bias, "pre_bias")],
+        [numpy_helper.from_array(np.asarray([size, size], dtype=np.int64), "pre_size"),
+         numpy_helper.from_array(scale, "pre_scale"), numpy_helper.from_array(bias, "pre_bias")],
     )
-    return _like(ref, graph)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", max(int(opset), RESIZE_OPSET))])
+    m.ir_version = ref.ir_version
+    onnx.checker.check_model(m)
+    return m
 
 
 def audio_pre_graph(preprocess: dict[str, Any], ref: onnx.ModelProto, opset: int) -> onnx.ModelProto:
@@ -322,6 +350,26 @@ def _prefix(model: onnx.ModelProto, prefix: str, keep: set[str]) -> None:
         vi.name = r(vi.name)
 
 
+def _default_opset(m: onnx.ModelProto) -> int:
+    return next((op.version for op in m.opset_import if op.domain in ("", "ai.onnx")), 0)
+
+
+def _lift(m: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """``m`` rewritten for default-domain ``opset`` by ONNX's version converter when it is older (operators whose
+    signature changed, e.g. ReduceMean's axes, are converted, not just relabelled)."""
+    if _default_opset(m) >= opset:
+        return m
+    from onnx import version_converter
+
+    try:
+        lifted = version_converter.convert_version(toposort(m), opset)
+    except Exception as e:  # noqa: BLE001 - the converter raises bare RuntimeErrors
+        raise ExportError(f"cannot lift the network from opset {_default_opset(m)} to {opset} "
+                          f"(the in-graph resize needs it): {e}") from None
+    lifted.ir_version = max(lifted.ir_version, m.ir_version)
+    return lifted
+
+
 def _align_opsets(a: onnx.ModelProto, b: onnx.ModelProto) -> None:
     """Give both models the union of their opset imports (same version per domain is required)."""
     versions: dict[str, int] = {}
@@ -360,6 +408,7 @@ def compose(pre: onnx.ModelProto | None, net: onnx.ModelProto, post: onnx.ModelP
     model = net
     if pre is not None:
         pre = onnx.ModelProto.FromString(pre.SerializeToString())
+        model = _lift(model, _default_opset(pre))
         _align_opsets(pre, model)
         model = onnx.compose.merge_models(pre, model, io_map=[(NET_INPUT, NET_INPUT)])
     post = onnx.ModelProto.FromString(post.SerializeToString())

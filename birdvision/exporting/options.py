@@ -51,18 +51,31 @@ class TensorRTConfig:
 
 
 @dataclass
+class AppParityConfig:
+    """After the gates: model.onnx fed each platform's own decode (and resize), compared with birdvision.predict."""
+
+    enabled: bool = True  # run it on the parity photos (or on `data`), write app_parity.json; photo models only
+    data: str | None = None  # a photo folder (SPLIT/CLASS/photo or CLASS/photo) or a manifest; default: the parity photos
+    splits: str = "valid,test"  # with `data`: the splits (sub-folders or manifest rows) to use
+    platforms: str = "all"  # pillow,pillow_bilinear,opencv,opencv_linear,opencv_area,browser (OpenCV if installed)
+    min_agreement: float = 0.99  # top-1 agreement each platform that feeds the decoded photo must reach
+    browser_csv: str | None = None  # predictions (file,species) written by a browser app, compared as "browser"
+
+
+@dataclass
 class ExportConfig:
     """Everything ``python -m birdvision.export`` reads."""
 
     ckpt: str | None = None  # a .ckpt or a run folder (its best checkpoint)
     format: str = "onnx"  # onnx | int8 | fp16 | ort | tensorrt | all (every format needs model.onnx first)
     output_dir: str | None = None  # default: <run folder>/export
-    preprocess_in_graph: bool = True  # uint8 photos / raw waveforms in; a bare variant is written too
+    preprocess_in_graph: bool = True  # uint8 photos of any size (resized in the graph) / raw waveforms in; a bare variant too
     opset: int = 17  # 17: TensorRT 8.5+ on JetPack 5/6 and every current ONNX Runtime read it
     threads: int = 0  # ONNX Runtime intra-op threads for the gate; 0 = its default
     parity: ParityConfig = field(default_factory=ParityConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
+    app_parity: AppParityConfig = field(default_factory=AppParityConfig)
 
 
 def check_options(cfg: Any) -> None:
@@ -91,6 +104,7 @@ def check_options(cfg: Any) -> None:
         need(f"{section}.batch_size", 1 <= num(f"{section}.batch_size") <= MAX_BATCH, f"an integer in [1, {MAX_BATCH}]")
         need(f"{section}.split", num(f"{section}.split") in SPLITS, f"one of {', '.join(SPLITS)}")
     frac("parity.fp32_min_top1_agreement")
+    frac("app_parity.min_agreement")
     frac("parity.max_acc_drop")
     v = cfg.parity.fp32_max_abs_diff
     need("parity.fp32_max_abs_diff", isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0,

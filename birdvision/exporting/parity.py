@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from birdvision.artifacts import write_json
+from birdvision.data.image_io import batches_by_size
 from birdvision.exporting import ParityError
 from birdvision.exporting.graphs import is_audio, mel_frontend
 
@@ -39,25 +40,25 @@ class Reference:
 
     probs: np.ndarray  # [N, K]
     net_inputs: np.ndarray  # normalised NCHW photos or log-mel features, float32
-    raw_inputs: np.ndarray  # uint8 NHWC photos or float32 waveforms
+    raw_inputs: np.ndarray | list[np.ndarray]  # decoded uint8 [H, W, 3] photos (any sizes) or float32 waveforms [N, T]
     labels: np.ndarray
 
 
-def net_inputs_of(raw: np.ndarray, preprocess: dict[str, Any], batch_size: int = 32) -> np.ndarray:
-    """What the bare network eats: ``(u8 / 255 - mean) / std`` as NCHW, or the mel frontend's output.
+def net_inputs_of(raw: np.ndarray | list[np.ndarray], preprocess: dict[str, Any], batch_size: int = 32) -> np.ndarray:
+    """What the bare network eats: resized and normalised NCHW photos, or the mel frontend's output.
 
-    This is exactly the arithmetic of the training-time eval transform
-    (``ToDtype(scale=True)`` then ``Normalize``) applied to an already-resized photo.
+    Photos go through :func:`birdvision.data.images.photo_tensor`, the evaluation transform itself
+    (antialiased float resize of the full decode, then ``(x / 255 - mean) / std``).
     """
     if is_audio(preprocess):
         fe = mel_frontend(preprocess)
         with torch.no_grad():
             return np.concatenate([fe(torch.from_numpy(raw[i : i + batch_size])).numpy()
                                    for i in range(0, len(raw), batch_size)])
-    x = torch.from_numpy(np.ascontiguousarray(raw)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(preprocess["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(preprocess["std"], dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous().numpy()
+    from birdvision.data.images import photo_tensor
+
+    return np.concatenate([photo_tensor(raw[i : i + batch_size], preprocess).numpy()
+                           for i in range(0, len(raw), batch_size)])
 
 
 def torch_probs(model: torch.nn.Module, net_inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:
@@ -69,18 +70,18 @@ def torch_probs(model: torch.nn.Module, net_inputs: np.ndarray, batch_size: int 
     return np.concatenate(out)
 
 
-def reference(model: torch.nn.Module, raw: np.ndarray, labels: np.ndarray, preprocess: dict[str, Any],
+def reference(model: torch.nn.Module, raw: np.ndarray | list[np.ndarray], labels: np.ndarray, preprocess: dict[str, Any],
               batch_size: int = 16) -> Reference:
     """Run the checkpoint once; every exported file is compared with this."""
     net_in = net_inputs_of(raw, preprocess)
     return Reference(torch_probs(model, net_in, batch_size), net_in, raw, labels)
 
 
-def ort_probs(session: Any, x: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Run an ONNX Runtime session over ``x`` in batches."""
+def ort_probs(session: Any, x: np.ndarray | list[np.ndarray], batch_size: int = 16) -> np.ndarray:
+    """Run an ONNX Runtime session over ``x`` (an array, or photos of mixed sizes) in batches."""
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i : i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)]).astype(np.float32)
+    return np.concatenate([session.run(None, {name: b})[0]
+                           for _, b in batches_by_size(x, batch_size)]).astype(np.float32)
 
 
 def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float | None:
@@ -152,7 +153,7 @@ def evaluate(ref: Reference, probs: np.ndarray, *, precision: str, thresholds: T
     return stats, fails
 
 
-def gate(model_path: Path, session: Any, feed: np.ndarray, ref: Reference, *, precision: str, input_kind: str,
+def gate(model_path: Path, session: Any, feed: np.ndarray | list[np.ndarray], ref: Reference, *, precision: str, input_kind: str,
          thresholds: Thresholds, data: str, batch_size: int = 16) -> ParityReport:
     """Compare one exported file with the reference, write its report, and fail loudly.
 

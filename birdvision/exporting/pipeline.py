@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from birdvision import __version__
-from birdvision.artifacts import check_output_dir, write_json, write_text
+from birdvision.artifacts import check_output_dir, sha256_file, write_json, write_text
 from birdvision.checkpoint import checkpoint_meta, load_classifier
 from birdvision.exporting import FORMATS, ExportError, ParityError, graphs
-from birdvision.exporting.metadata import build_metadata, set_metadata
+from birdvision.exporting.metadata import MODEL_JSON, build_metadata, input_card, model_card, set_metadata
 from birdvision.exporting.options import ExportConfig, check_options
 from birdvision.exporting.parity import Reference, Thresholds, gate, net_inputs_of, reference
 from birdvision.exporting.runtime import make_session
@@ -28,7 +28,7 @@ from birdvision.runs import find_checkpoint
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("onnx", "int8", "fp16", "ort", "tensorrt")
+VARIANTS = ("onnx", "int8", "fp16", "ort", "tensorrt", "tflite", "pte")
 
 
 @dataclass
@@ -57,6 +57,12 @@ def resolve_formats(fmt: str) -> list[str]:
     if bad or not names:
         raise ExportError(f"unknown format {', '.join(bad) or repr(fmt)}; valid formats: {', '.join(FORMATS)}")
     wanted = set(VARIANTS) if "all" in names else set(names) | {"onnx"}
+    if "all" not in names:  # asked for by name: its converter must be here (format=all skips it with a note)
+        from birdvision.exporting.phone import missing
+
+        for fmt in ("tflite", "pte"):
+            if fmt in wanted and (why := missing(fmt)):
+                raise ExportError(f"format={fmt}: {why}")
     return [v for v in VARIANTS if v in wanted]
 
 
@@ -88,8 +94,9 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     post = graphs.post_graph(float(meta.get("temperature", 1.0)), len(meta["classes"]), net)
     pre = None
     if cfg.preprocess_in_graph:
-        pre = graphs.audio_pre_graph(pre_spec, net, cfg.opset) if audio else graphs.image_pre_graph(pre_spec, net)
-    full_kind = ("waveform" if audio else "uint8_nhwc") if pre is not None else ("mel" if audio else "float_nchw")
+        pre = (graphs.audio_pre_graph(pre_spec, net, cfg.opset) if audio
+               else graphs.image_pre_graph(pre_spec, net, max(cfg.opset, graphs.RESIZE_OPSET)))
+    full_kind = ("waveform" if audio else "uint8_nhwc_any") if pre is not None else ("mel" if audio else "float_nchw")
     bare_kind = "mel" if audio else "float_nchw"
     write_text(out / "labels.txt", "".join(f"{c}\n" for c in meta["classes"]))
 
@@ -134,6 +141,14 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     if "tensorrt" in formats:
         _tensorrt(res, cfg, meta, net, post, calib_net, shape, ref, thresholds, pin.origin)
 
+    if phone_formats := [f for f in ("tflite", "pte") if f in formats]:
+        _phone(res, phone_formats, cfg, meta, model, ref, thresholds, pin.origin)
+
+    card = write_model_json(res, meta, full_kind)
+    if not audio and cfg.app_parity.enabled and "fp32" in res.files:
+        card["app_parity"] = _app_parity(res, cfg, meta, pin)
+        write_json(out / MODEL_JSON, card)
+
     summary = res.as_dict() | {
         "checkpoint": str(ckpt), "formats": formats, "preprocess_in_graph": bool(cfg.preprocess_in_graph),
         "opset": int(cfg.opset), "birdvision_version": __version__, "seconds": round(time.perf_counter() - t0, 1),
@@ -144,10 +159,107 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     return res
 
 
+def _phone(res: ExportResult, formats: list[str], cfg: Any, meta: dict[str, Any], model: Any, ref: Reference,
+           thresholds: Thresholds, origin: str) -> None:
+    """``model.tflite`` / ``model.pte`` where the converter is installed, gated in its own runtime; else a note.
+
+    Photos: the gate feeds both sides the parity photos squashed to the model's size by birdvision's resize and
+    rounded to uint8 (these files take a fixed size), so the checkpoint's answers are recomputed on those pixels.
+    """
+    from birdvision.exporting import phone
+
+    pre = dict(meta["preprocess"])
+    audio = graphs.is_audio(pre)
+    build = []
+    for fmt in formats:
+        if why := phone.missing(fmt):
+            res.notes.append(f"no {phone.PHONE_FORMATS[fmt][2]}: {why}")
+            log.warning("skipping %s: %s", phone.PHONE_FORMATS[fmt][2], why)
+        else:
+            build.append(fmt)
+    if not build:
+        return
+    if audio:
+        fref, feed, kind = ref, ref.raw_inputs, "waveform"
+    else:
+        feed = phone.fixed_size_photos(list(ref.raw_inputs), pre)
+        fref, kind = reference(model, list(feed), ref.labels, pre, cfg.parity.batch_size), "uint8_nhwc"
+    module = phone.AppModule(model.net, pre, float(meta.get("temperature", 1.0)), int(meta.get("in_chans", 3)))
+    for fmt in build:
+        try:
+            path = phone.build(fmt, module, pre, res.output_dir)
+            report = gate(path, phone.session(fmt, path, int(cfg.threads)), feed, fref, precision="fp32",
+                          input_kind=kind, thresholds=thresholds, data=origin, batch_size=int(cfg.parity.batch_size))
+        except (ExportError, ParityError) as e:
+            log.error("%s", e)
+            res.failures.append(str(e))
+            continue
+        res.files[fmt] = path
+        res.parity[path.name] = report.as_dict()
+
+
+def write_model_json(res: ExportResult, meta: dict[str, Any], kind: str) -> dict[str, Any]:
+    """``model.json``: the app card of ``model.onnx`` (the one inside its metadata) plus every gated file's SHA-256,
+    input and parity, so a loader can tell the files it describes from others (:func:`~birdvision.exporting.metadata.
+    check_model_json`)."""
+    card = model_card(build_metadata(meta, input_kind=kind, precision="fp32"))
+    pre = dict(meta["preprocess"])
+    files: dict[str, Any] = {}
+    for role, path in res.files.items():
+        if not path.is_file() or path.suffix not in (".onnx", ".ort", ".tflite", ".pte", ".engine"):
+            continue
+        rep = res.parity.get(path.name, {})
+        file_kind = rep.get("input_kind")
+        inp = input_card(file_kind, pre) if file_kind else None
+        if inp and role in ("tflite", "pte"):  # static shapes: one photo or window per call, the only input
+            inp.update(name=None, shape=[1, *inp["shape"][1:]], dynamic_axes=[],
+                       note=inp["note"] + "; batch 1; the file's only input (index 0)")
+        files[path.name] = {
+            "role": role, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+            "precision": rep.get("precision"), "input_kind": file_kind, "input": inp,
+            "parity": {k: rep.get(k) for k in ("passed", "n", "top1_agreement", "max_abs_diff", "acc_torch",
+                                                "acc_export")} if rep else None,
+        }
+    card["files"] = files
+    write_json(res.output_dir / MODEL_JSON, card)
+    res.files["model_json"] = res.output_dir / MODEL_JSON
+    return card
+
+
+def _app_parity(res: ExportResult, cfg: Any, meta: dict[str, Any], pin: Any) -> dict[str, Any]:
+    """Run :func:`~birdvision.exporting.app_parity.app_parity` on model.onnx; write app_parity.json; a short
+    summary for model.json. A platform below ``min_agreement`` is a warning here (the file itself passed its
+    gate); the standalone ``python -m birdvision.exporting.app_parity`` exits 1 for it."""
+    from birdvision.exporting.app_parity import REPORT, AppSample, app_parity, photo_samples, split_list, summary_lines
+
+    a = cfg.app_parity
+    if a.data:
+        samples, origin = photo_samples(a.data, split_list(a.splits), list(meta["classes"]))
+    else:
+        samples = [AppSample(Path(p), int(y), cfg.parity.split) for p, y in zip(pin.paths, pin.labels, strict=True)]
+        origin = f"the parity photos ({pin.origin})"
+    report = app_parity(res.files["fp32"], samples, platforms=a.platforms, min_agreement=a.min_agreement,
+                        browser_csv=a.browser_csv, threads=int(cfg.threads), origin=origin)
+    path = write_json(res.output_dir / REPORT, report)
+    res.files["app_parity"] = path
+    for line in summary_lines(report):
+        log.info("app parity: %s", line)
+    if not report["passed"]:
+        res.notes.append(f"app parity below {a.min_agreement:.0%} top-1 agreement: {'; '.join(report['failures'])} "
+                         f"(see {REPORT}; model.json lists the decode steps apps must follow)")
+    elif report["skipped"]:
+        res.notes.append("app parity skipped " + "; ".join(f"{k}: {v}" for k, v in report["skipped"].items()))
+    return {"report": REPORT, "data": report["data"], "n": report["n"], "passed": report["passed"],
+            "reference_accuracy": report["reference"]["accuracy"],
+            "platforms": {k: {"top1_agreement": v["top1_agreement"], "accuracy": v["accuracy"], "gate": v["gate"],
+                              "feeds": v["feeds"]} for k, v in report["platforms"].items()},
+            "skipped": report["skipped"]}
+
+
 def _gate_file(res: ExportResult, role: str, path: Path, precision: str, kind: str, ref: Reference,
                thresholds: Thresholds, origin: str, cfg: Any) -> Path | None:
     """Gate one file against the reference; record the report or the failure."""
-    feed = ref.raw_inputs if kind in ("uint8_nhwc", "waveform") else ref.net_inputs
+    feed = ref.raw_inputs if kind in ("uint8_nhwc_any", "waveform") else ref.net_inputs
     session = make_session(path, threads=int(cfg.threads))
     try:
         report = gate(path, session, feed, ref, precision=precision, input_kind=kind, thresholds=thresholds,
@@ -197,4 +309,5 @@ def _tensorrt(res: ExportResult, cfg: Any, meta: dict[str, Any], net, post, cali
             "model.trt.int8.onnx, trt_calib/*.npy and trtexec.sh; run trtexec.sh on the Jetson to build the engines"
         )
     res.files["trtexec"] = trt_mod.write_script(out, shape, cfg.tensorrt.max_batch, str(meta.get("backbone")), reason,
-                                                dict(meta["preprocess"]))
+                                                dict(meta["preprocess"]), fp32_passed="trt_fp32" in res.files,
+                                                int8_passed="trt_int8" in res.files)

@@ -40,9 +40,16 @@ def make_session(path: str | Path, *, threads: int = 0, providers: list[str] | N
 def open_export(path: str | Path, *, threads: int = 0, providers: list[str] | None = None,
                 spinning: bool = True) -> tuple[Any, dict[str, Any]]:
     """(session, metadata) of a birdvision export, refusing with one CheckpointError a file that is missing,
-    empty, not ONNX / ORT, truncated, or whose metadata is damaged or does not describe its graph."""
+    empty, not ONNX / ORT, truncated, or whose metadata is damaged or does not describe its graph, and one
+    that a ``model.json`` beside it does not describe (other labels, another run, another file's SHA-256)."""
     from birdvision.checkpoint import CheckpointError
-    from birdvision.exporting.metadata import check_export, parse_metadata
+    from birdvision.exporting.metadata import (
+        MODEL_JSON,
+        check_export,
+        check_model_json,
+        parse_metadata,
+        read_model_json,
+    )
 
     p = Path(path)
     if not p.is_file():
@@ -56,4 +63,7 @@ def open_export(path: str | Path, *, threads: int = 0, providers: list[str] | No
         raise CheckpointError(f"{p} is not a loadable ONNX model: not ONNX, truncated or damaged ({first[:200]})") from None
     meta = parse_metadata(dict(session.get_modelmeta().custom_metadata_map), p)
     check_export(session, meta, p)
+    card = p.parent / MODEL_JSON
+    if card.is_file():
+        check_model_json(read_model_json(card), p, meta, session, source=card)
     return session, meta

@@ -1,10 +1,14 @@
 """Real inputs for the parity gate and INT8 calibration, decoded once and shared by both engines.
 
-Parity must measure the model, not two resizers: every photo is decoded and resized
-with PIL exactly once to a ``uint8 [H, W, 3]`` array at the model's size. PyTorch then
-normalises that array, and ONNX Runtime gets the same array (in-graph preprocessing) or
-the same normalised tensor (bare models). Spectrogram models get the same waveform
-windows on both sides.
+Every photo is decoded once, in full (:func:`~birdvision.data.image_io.load_rgb`), to a
+``uint8 [H, W, 3]`` array at its own size. PyTorch resizes and normalises that array with
+the evaluation transform, and ONNX Runtime gets the same array (the graph resizes and
+normalises: so the gate also proves the in-graph resize equals the training one) or
+PyTorch's normalised tensor (bare models). Photos larger than :data:`MAX_SIDE_FACTOR`
+times the model's size are first reduced by an integer box filter to bound memory
+(256 phone photos would take 9 GB); both engines see the reduced array, so the gate
+still compares the two resizes on the same pixels. Spectrogram models get the same
+waveform windows on both sides.
 """
 
 from __future__ import annotations
@@ -16,20 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from birdvision.data.image_io import IMAGE_SUFFIXES, ImageLoadError, load_rgb, resize_uint8
+from birdvision.data.image_io import IMAGE_SUFFIXES, ImageLoadError, as_rgb_array, load_rgb
 from birdvision.data.manifest import ManifestError, Sample, read_manifest
 from birdvision.exporting import ExportError
 from birdvision.runs import CHECKPOINTS
 
 log = logging.getLogger(__name__)
 
+MAX_SIDE_FACTOR = 4  # parity / calibration photos keep at most 4x the model's size per side
 
 
 @dataclass
 class InputSet:
     """Decoded model inputs with their labels (-1 where a sample's label is not a model class)."""
 
-    inputs: np.ndarray  # uint8 [N, H, W, 3] for photos, float32 [N, T] for waveforms
+    inputs: np.ndarray | list[np.ndarray]  # uint8 [H, W, 3] photos at their own sizes, or float32 [N, T] waveforms
     labels: np.ndarray  # int64 [N]
     paths: list[str]
     origin: str
@@ -94,20 +99,21 @@ def load_inputs(samples: list[Sample], classes: list[str], preprocess: dict[str,
     idx = {c: i for i, c in enumerate(classes)}
     if preprocess.get("kind") == "audio":
         return _load_audio(samples, classes, preprocess, origin)
-    size, interp = int(preprocess["size"]), str(preprocess.get("interpolation", "bilinear"))
+    cap = MAX_SIDE_FACTOR * int(preprocess["size"])
     arrays, labels, paths = [], [], []
     for s in samples:
         try:
-            img = load_rgb(s.path, draft_size=size)
+            img = load_rgb(s.path)
         except ImageLoadError as e:
             log.warning("skipping unreadable photo: %s", e)
             continue
-        arrays.append(resize_uint8(img, size, interp))
+        factor = -(-max(img.size) // cap)
+        arrays.append(as_rgb_array(img.reduce(factor) if factor > 1 else img))
         labels.append(idx.get(s.label, -1))
         paths.append(s.path)
     if not arrays:
         raise ExportError(f"no readable photos in {origin}")
-    return InputSet(np.stack(arrays), np.asarray(labels, dtype=np.int64), paths, origin)
+    return InputSet(arrays, np.asarray(labels, dtype=np.int64), paths, origin)
 
 
 def _load_audio(samples: list[Sample], classes: list[str], preprocess: dict[str, Any], origin: str) -> InputSet:

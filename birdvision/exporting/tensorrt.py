@@ -52,11 +52,34 @@ def write_calibration(calib: np.ndarray, folder: Path, batch_size: int) -> list[
 
 
 def trtexec_script(shape: tuple[int, int, int], max_batch: int, *, backbone: str, reason: str,
-                   input_note: str) -> str:
-    """The shell script that builds FP16 and INT8 engines with trtexec on the device."""
+                   input_note: str, fp32_passed: bool = True, int8_passed: bool = True) -> str:
+    """The shell script that builds FP16 and INT8 engines with trtexec on the device.
+
+    Only files that passed their parity gate are named: a failed one was renamed ``*.FAILED.onnx``, and the
+    script says so in a comment instead of calling a file that is not there (or one that should not ship).
+    """
     c, h, w = shape
     shapes = (f"--minShapes={NET_INPUT}:1x{c}x{h}x{w} --optShapes={NET_INPUT}:1x{c}x{h}x{w} "
               f"--maxShapes={NET_INPUT}:{max_batch}x{c}x{h}x{w}")
+    if fp32_passed:
+        fp16 = '# FP16 engine\n"$TRTEXEC" --onnx=model.trt.onnx --fp16 $SHAPES --saveEngine=model.fp16.engine\n'
+        alternative = ("# Alternative INT8 engine with TensorRT's entropy calibrator over trt_calib/*.npy "
+                       "(needs birdvision installed):\n"
+                       f"#   python -m birdvision.exporting.tensorrt model.trt.onnx trt_calib --max-batch {max_batch}\n")
+    else:
+        fp16 = ("# FP16 engine: not built, model.trt.onnx failed its parity gate (renamed model.trt.FAILED.onnx, "
+                "see parity.trt.FAILED.json)\n")
+        alternative = ""
+    if int8_passed:
+        int8 = ("# INT8 engine, explicit quantization: scales come from the Q/DQ nodes (calibrated on validation "
+                "samples);\n# --fp16 lets layers without Q/DQ run in FP16 rather than FP32.\n"
+                '"$TRTEXEC" --onnx=model.trt.int8.onnx --int8 --fp16 $SHAPES --saveEngine=model.int8.engine\n')
+    else:
+        int8 = ("# INT8 engine from Q/DQ: not built, model.trt.int8.onnx failed its parity gate (renamed "
+                "model.trt.int8.FAILED.onnx, see parity.trt.int8.FAILED.json)"
+                + ("; the entropy-calibrated alternative below may still reach the accuracy.\n" if fp32_passed else ".\n"))
+    if not (fp32_passed or int8_passed):
+        int8 += 'echo "no TensorRT-ready ONNX file passed its parity gate: nothing to build" >&2\nexit 1\n'
     return f"""#!/usr/bin/env bash
 # TensorRT engines for the birdvision {backbone} export. Run on the Jetson, in this folder.
 # Written here because {reason}.
@@ -67,16 +90,9 @@ cd "$(dirname "$0")"
 TRTEXEC="${{TRTEXEC:-/usr/src/tensorrt/bin/trtexec}}"
 SHAPES={shlex.quote(shapes)}
 
-# FP16 engine
-"$TRTEXEC" --onnx=model.trt.onnx --fp16 $SHAPES --saveEngine=model.fp16.engine
-
-# INT8 engine, explicit quantization: scales come from the Q/DQ nodes (calibrated on validation samples);
-# --fp16 lets layers without Q/DQ run in FP16 rather than FP32.
-"$TRTEXEC" --onnx=model.trt.int8.onnx --int8 --fp16 $SHAPES --saveEngine=model.int8.engine
-
-# Alternative INT8 engine with TensorRT's entropy calibrator over trt_calib/*.npy (needs birdvision installed):
-#   python -m birdvision.exporting.tensorrt model.trt.onnx trt_calib --max-batch {max_batch}
-"""
+{fp16}
+{int8}
+{alternative}"""
 
 
 def build_engines(onnx_path: Path, calib_dir: Path | None, out_dir: Path, *, max_batch: int = 16,
@@ -157,10 +173,11 @@ def input_note(preprocess: dict) -> str:
 
 
 def write_script(out_dir: Path, shape: tuple[int, int, int], max_batch: int, backbone: str, reason: str,
-                 preprocess: dict) -> Path:
-    """Write ``trtexec.sh`` (executable)."""
+                 preprocess: dict, *, fp32_passed: bool = True, int8_passed: bool = True) -> Path:
+    """Write ``trtexec.sh`` (executable), naming only the files that passed their parity gates."""
     p = write_text(out_dir / "trtexec.sh", trtexec_script(shape, max_batch, backbone=backbone, reason=reason,
-                                                          input_note=input_note(preprocess)))
+                                                          input_note=input_note(preprocess), fp32_passed=fp32_passed,
+                                                          int8_passed=int8_passed))
     p.chmod(0o755)
     return p
 

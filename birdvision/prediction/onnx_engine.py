@@ -4,10 +4,11 @@ Imports onnxruntime, numpy, Pillow and soundfile only (decoding helpers come fro
 :mod:`birdvision.data.image_io` and :mod:`birdvision.data.audio`), so a predict run from an
 exported model starts in well under a second: ``tests/test_archive_predict.py`` checks
 that neither torch nor lightning is loaded. Inputs are exactly what the parity gate fed
-the file: uint8 photos or float32 waveforms for graphs with preprocessing inside; bare
-photo graphs get ``(u8 / 255 - mean) / std`` computed here in float32, the arithmetic of the
-training-time eval transform. Bare spectrogram graphs need the mel frontend outside the
-graph; :func:`load_export` hands those to :mod:`birdvision.prediction.torch_engine`.
+the file: decoded uint8 photos at their own size (the graph resizes and normalises;
+photos of different sizes run in separate batches) or float32 waveforms. Exports whose
+graph has no preprocessing (``model.bare.onnx``) need the resize or the mel frontend
+outside the graph, in PyTorch; :func:`load_export` hands those to
+:mod:`birdvision.prediction.torch_engine`.
 """
 
 from __future__ import annotations
@@ -27,33 +28,29 @@ class OnnxPredictor(Predictor):
     engine = "onnxruntime"
 
     def __init__(self, *, session: Any, input_kind: str, **kw: Any) -> None:
+        # photos of any size for graphs that resize; fixed-size uint8 graphs (older exports) get Pillow-resized photos
+        kw.setdefault("resizes", input_kind != "uint8_nhwc")
         super().__init__(**kw)
         self._session, self._input_kind = session, input_kind
         self._input_name = session.get_inputs()[0].name
-        if input_kind == "float_nchw":
-            self._scale = (1.0 / (255.0 * np.asarray(self.preprocess["std"], np.float64))).astype(np.float32)
-            self._bias = (-np.asarray(self.preprocess["mean"], np.float64)
-                          / np.asarray(self.preprocess["std"], np.float64)).astype(np.float32)
 
     @property
     def precision(self) -> str:
         return str(self.metadata.get("precision", "fp32"))
 
-    def _feed(self, raw: np.ndarray) -> np.ndarray:
-        if self._input_kind in ("uint8_nhwc", "waveform"):
-            return raw
-        # bare photo graph: the image_pre_graph's arithmetic (one multiply and one add per channel), NHWC -> NCHW
-        x = raw.astype(np.float32) * self._scale + self._bias
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    def _forward(self, raw: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        from birdvision.data.image_io import batches_by_size
 
-    def _forward(self, raw: np.ndarray) -> np.ndarray:
+        n = len(raw)
         try:
-            out = np.asarray(self._session.run(None, {self._input_name: self._feed(raw)})[0], dtype=np.float32)
+            parts = [self._session.run(None, {self._input_name: b})[0]
+                     for _, b in batches_by_size(raw, max(1, n))]  # one run per photo size
+            out = np.concatenate([np.asarray(x, dtype=np.float32) for x in parts])
         except Exception as e:  # noqa: BLE001 - inputs were checked, so a failure here is the model file's
             first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
             raise CheckpointError(f"{self.source}: ONNX Runtime cannot run this model ({first[:200]})") from None
-        if out.shape != (len(raw), len(self.classes)):
-            raise CheckpointError(f"{self.source}: the model returned shape {out.shape} for {len(raw)} inputs, "
+        if out.shape != (n, len(self.classes)):
+            raise CheckpointError(f"{self.source}: the model returned shape {out.shape} for {n} inputs, "
                                   f"but its metadata lists {len(self.classes)} classes")
         return out
 
@@ -67,8 +64,8 @@ def load_export(path: str | Path, *, threads: int = 0, providers: list[str] | No
     session, meta = open_export(p, threads=threads, providers=providers, spinning=spinning)
     kw = dict(source=p, classes=meta["classes"], preprocess=meta["preprocess"],
               temperature=float(meta.get("temperature", 1.0)), metadata=meta)
-    if meta["input_kind"] == "mel":
-        from birdvision.prediction.torch_engine import FrontendOnnxPredictor
+    if meta["input_kind"] in ("mel", "float_nchw"):
+        from birdvision.prediction.torch_engine import BareOnnxPredictor
 
-        return FrontendOnnxPredictor(session=session, input_kind="mel", **kw)
+        return BareOnnxPredictor(session=session, input_kind=meta["input_kind"], **kw)
     return OnnxPredictor(session=session, input_kind=meta["input_kind"], **kw)

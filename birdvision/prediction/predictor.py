@@ -2,9 +2,11 @@
 
 ``load`` takes a ``.ckpt``, a run folder or an exported ``.onnx`` / ``.ort`` file and
 returns a predictor that gives the same answer whichever it was: every engine gets the
-same decoded input (photos resized once with PIL to the model's size as uint8, or
+same decoded input (photos decoded in full as uint8 RGB at their own size, which the
+engine resizes with the one antialiased resize, inside the graph for ``model.onnx``; or
 float32 waveform windows at the spec's sample rate) and returns
-``softmax(logits / temperature)``.
+``softmax(logits / temperature)``. Exports from before the resize moved into the graph
+take photos at the model's size; for those, photos are resized here with Pillow.
 
 The engines live beside this module: :mod:`~birdvision.prediction.onnx_engine` (ONNX
 Runtime, numpy, Pillow and soundfile only: an exported model is run without importing
@@ -48,20 +50,24 @@ class Predictor:
 
     ``classes``: species names in output order; ``preprocess``: the spec the model was trained
     with; ``engine``: ``"torch"`` or ``"onnxruntime"``; ``input_shape``: one input row's shape
-    (``(H, W, 3)`` uint8, or ``(T,)`` float32); ``source``: the model file.
+    (``(None, None, 3)`` uint8 photos of any size, ``(size, size, 3)`` for an engine that does not
+    resize, or ``(T,)`` float32); ``source``: the model file.
     """
 
     engine = "?"
 
     def __init__(self, *, source: Path, classes: list[str], preprocess: dict[str, Any], temperature: float,
-                 metadata: dict[str, Any] | None = None) -> None:
+                 metadata: dict[str, Any] | None = None, resizes: bool = True) -> None:
         self.source = Path(source)
         self.classes, self.preprocess, self.temperature = list(classes), dict(preprocess), float(temperature)
         self.metadata = metadata or {}
         self.species_mask: np.ndarray | None = None  # restrict_species(): the listed classes
         self.species_renormalise = True
+        self.resizes = bool(resizes) and not self.is_audio  # the engine takes photos of any size
         if self.is_audio:
-            self.input_shape: tuple[int, ...] = (clip_samples(self.preprocess),)
+            self.input_shape: tuple[int | None, ...] = (clip_samples(self.preprocess),)
+        elif self.resizes:
+            self.input_shape = (None, None, 3)
         else:
             s = int(self.preprocess["size"])
             self.input_shape = (s, s, 3)
@@ -113,9 +119,10 @@ class Predictor:
     def predict_batch(self, batch: np.ndarray | Sequence[Any]) -> np.ndarray:
         """Probabilities ``[B, num_classes]`` for a batch.
 
-        ``batch`` is an array already in the model's input form (uint8 ``[B, H, W, 3]`` at
-        the model's size, or float32 ``[B, T]`` waveform windows at the spec's sample rate),
-        or a sequence of items (paths, PIL images, arrays) that are prepared one by one. With a species
+        ``batch`` is an array already in the model's input form (decoded uint8 RGB photos
+        ``[B, H, W, 3]``, any H and W unless the engine takes only the model's size, or float32
+        ``[B, T]`` waveform windows at the spec's sample rate), or a sequence of items (paths,
+        PIL images, arrays of any sizes) that are prepared one by one. With a species
         list (:meth:`restrict_species`), species off the list get 0.
         """
         raw = self._as_batch(batch)
@@ -129,17 +136,18 @@ class Predictor:
         return probs
 
     def prepare(self, item: Any) -> np.ndarray:
-        """One item -> one input row (decode, resize with the model's filter, or load a recording)."""
+        """One item -> one input row (decode a photo in full, or load a recording)."""
         if self.is_audio:
             return self._prepare_wave(item)
         return self._prepare_image(item)
 
     # ------------------------------------------------------------------ the engine
-    def _forward(self, raw: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+    def _forward(self, raw: np.ndarray | list[np.ndarray]) -> np.ndarray:  # pragma: no cover - abstract
+        """Probabilities for an array of rows, or a list of photos of different sizes."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ input handling
-    def _as_batch(self, batch: Any) -> np.ndarray:
+    def _as_batch(self, batch: Any) -> np.ndarray | list[np.ndarray]:
         batch = _as_numpy(batch)
         if isinstance(batch, np.ndarray):
             return self._check_array(batch)
@@ -148,15 +156,23 @@ class Predictor:
         if not isinstance(batch, Sequence):
             raise InferenceError(f"expected an array or a list of items, got {type(batch).__name__}")
         rows = [self.prepare(x) for x in batch]
-        return np.stack(rows) if rows else np.zeros((0, *self.input_shape), dtype=self.input_dtype)
+        if not rows:
+            return np.zeros((0, *(d or 1 for d in self.input_shape)), dtype=self.input_dtype)
+        if all(r.shape == rows[0].shape for r in rows):
+            return np.stack(rows)
+        return rows  # photos of different sizes: the engine batches each size on its own
 
     def _check_array(self, a: np.ndarray) -> np.ndarray:
+        dims = ", ".join("H" if d is None and i == 0 else "W" if d is None else str(d)
+                         for i, d in enumerate(self.input_shape))
         want = (f"float32 waveform windows [B, {self.input_shape[0]}] "
                 f"({self.preprocess.get('clip_seconds')} s at {self.preprocess.get('sample_rate')} Hz)"
-                if self.is_audio else f"uint8 RGB photos [B, {self.input_shape[0]}, {self.input_shape[1]}, 3]")
-        if a.ndim != 1 + len(self.input_shape) or tuple(a.shape[1:]) != self.input_shape:
-            hint = " (pass file paths or PIL images to have photos resized)" if not self.is_audio else (
-                " (use birdvision.predict for long recordings, window by window)")
+                if self.is_audio else f"uint8 RGB photos [B, {dims}]")
+        if a.ndim != 1 + len(self.input_shape) or any(
+                (d is not None and g != d) or g < 1 for g, d in zip(a.shape[1:], self.input_shape, strict=True)):
+            hint = (" (use birdvision.predict for long recordings, window by window)" if self.is_audio else
+                    " (channels last; pass file paths or PIL images to have them decoded)" if self.resizes else
+                    " (pass file paths or PIL images to have photos resized)")
             raise InferenceError(f"expected {want}; got an array of shape {tuple(a.shape)}{hint}")
         if self.is_audio:
             if not np.issubdtype(a.dtype, np.floating):
@@ -167,21 +183,26 @@ class Predictor:
         return np.ascontiguousarray(a)
 
     def _prepare_image(self, item: Any) -> np.ndarray:
-        from birdvision.data.image_io import load_rgb, resize_uint8
+        """A decoded RGB photo ``uint8 [H, W, 3]`` (:func:`~birdvision.data.image_io.load_rgb`'s full decode): at its
+        own size for engines that resize, else squashed to the model's size with Pillow."""
+        from birdvision.data.image_io import as_rgb_array, load_rgb, resize_uint8, to_rgb
 
         size, interp = int(self.preprocess["size"]), str(self.preprocess.get("interpolation", "bilinear"))
         if isinstance(item, (str, Path)):
-            return resize_uint8(load_rgb(item, draft_size=size), size, interp)
-        if isinstance(item, Image.Image):
-            return resize_uint8(item, size, interp)
-        item = _as_numpy(item)
-        if isinstance(item, np.ndarray):
-            if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
+            img = load_rgb(item)
+        elif isinstance(item, Image.Image):
+            img = to_rgb(item)
+        else:
+            item = _as_numpy(item)
+            if not isinstance(item, np.ndarray):
+                raise InferenceError(f"expected a photo (path, PIL image or uint8 [H, W, 3] array); "
+                                     f"got {type(item).__name__}")
+            if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8 or 0 in item.shape:
                 raise InferenceError(f"expected a uint8 RGB photo [H, W, 3]; got {item.dtype} array of shape {item.shape}")
-            if item.shape[:2] == (size, size):
+            if self.resizes or item.shape[:2] == (size, size):
                 return np.ascontiguousarray(item)
-            return resize_uint8(Image.fromarray(item), size, interp)
-        raise InferenceError(f"expected a photo (path, PIL image or uint8 [H, W, 3] array); got {type(item).__name__}")
+            img = Image.fromarray(item)
+        return as_rgb_array(img) if self.resizes else resize_uint8(img, size, interp)
 
     def _prepare_wave(self, item: Any) -> np.ndarray:
         n = self.input_shape[0]

@@ -74,10 +74,11 @@ class _Job:
 
 @dataclass
 class _Batch:
-    """Inputs ready for the model: ``x [n, ...]`` and per row (job index, start, valid) or (job index,)."""
+    """Inputs ready for the model: ``x [n, ...]`` (or a list of photos of their own sizes) and per row
+    (job index, start, valid) or (job index,)."""
 
     meta: list[tuple[int, ...]]
-    x: np.ndarray
+    x: np.ndarray | list[np.ndarray]
 
 
 @dataclass
@@ -95,18 +96,22 @@ class _Finished:
 
 
 class _BatchBuilder:
-    """Collect model inputs into fresh batch arrays (never reused, so a batch can cross threads)."""
+    """Collect model inputs into fresh batches (never reused, so a batch can cross threads): rows of ``shape`` into
+    one array, or, with ``shape=None``, photos of any sizes into a list (the engine batches each size)."""
 
-    def __init__(self, batch_size: int, shape: tuple[int, ...], dtype: Any) -> None:
+    def __init__(self, batch_size: int, shape: tuple[int, ...] | None, dtype: Any) -> None:
         self.size, self.shape, self.dtype = max(1, batch_size), shape, dtype
         self._new()
 
     def _new(self) -> None:
-        self.x = np.empty((self.size, *self.shape), self.dtype)
+        self.x: np.ndarray | list[np.ndarray] = [] if self.shape is None else np.empty((self.size, *self.shape), self.dtype)
         self.meta: list[tuple[int, ...]] = []
 
     def add(self, meta: tuple[int, ...], x: np.ndarray) -> _Batch | None:
-        self.x[len(self.meta)] = x
+        if isinstance(self.x, list):
+            self.x.append(x)
+        else:
+            self.x[len(self.meta)] = x
         self.meta.append(meta)
         return self.take() if len(self.meta) == self.size else None
 
@@ -191,10 +196,11 @@ def _decode_recordings(jobs: list[_Job], predictor: Any, grid: WindowGrid, cfg: 
 
 
 def _decode_photos(jobs: list[_Job], predictor: Any, cfg: Any, journal: Journal | None) -> Iterator[_Batch | _Finished]:
-    """Decoded, resized photos in batches, each photo closed by a :class:`_Finished`."""
+    """Decoded photos in batches (at their own sizes when the model resizes), each photo closed by a :class:`_Finished`."""
     from birdvision.prediction.predictor import InferenceError
 
-    builder = _BatchBuilder(cfg.batch_size, tuple(predictor.input_shape), np.uint8)
+    shape = tuple(predictor.input_shape)
+    builder = _BatchBuilder(cfg.batch_size, None if None in shape else shape, np.uint8)
     for job in jobs:
         sha, rec = _hash_and_lookup(job, journal)
         if rec is not None:

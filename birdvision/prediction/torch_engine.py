@@ -1,8 +1,9 @@
-"""Checkpoints on PyTorch (``engine="torch"``), and bare spectrogram exports whose mel frontend runs here.
+"""Checkpoints on PyTorch (``engine="torch"``), and bare exports whose resize or mel frontend runs here.
 
 The checkpoint path of ``predict``: the model is rebuilt from its checkpoint (read as data,
 never as code) and gets the same decoded inputs as the exports; spectrogram inputs go
-through the checkpoint's own mel frontend, photos through ``(u8 / 255 - mean) / std``.
+through the checkpoint's own mel frontend, photos through the evaluation transform
+(:func:`birdvision.data.images.photo_tensor`: antialiased resize, ``(x / 255 - mean) / std``).
 """
 
 from __future__ import annotations
@@ -27,15 +28,14 @@ def _frontend_of(source: Path, preprocess: dict[str, Any]) -> Any:
         raise CheckpointError(f"{source}: its mel frontend spec cannot be built ({e})") from None
 
 
-def net_inputs(raw: np.ndarray, preprocess: dict[str, Any], frontend: Any | None) -> np.ndarray:
-    """Same arithmetic as the parity gate: normalise the uint8 photo, or run the mel frontend."""
+def net_inputs(raw: np.ndarray | list[np.ndarray], preprocess: dict[str, Any], frontend: Any | None) -> np.ndarray:
+    """Same arithmetic as the parity gate: resize and normalise the decoded photos, or run the mel frontend."""
     if frontend is not None:
         with torch.no_grad():
             return frontend(torch.from_numpy(raw)).numpy()
-    x = torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(preprocess["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(preprocess["std"], dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous().numpy()
+    from birdvision.data.images import photo_tensor
+
+    return photo_tensor(raw, preprocess).numpy()
 
 
 class TorchPredictor(Predictor):
@@ -48,21 +48,22 @@ class TorchPredictor(Predictor):
         self._model = model
         self._frontend = _frontend_of(self.source, self.preprocess) if self.is_audio else None
 
-    def _forward(self, raw: np.ndarray) -> np.ndarray:
+    def _forward(self, raw: np.ndarray | list[np.ndarray]) -> np.ndarray:
         x = net_inputs(raw, self.preprocess, self._frontend)
         with torch.inference_mode():
             return self._model.predict_proba(torch.from_numpy(x)).float().numpy()
 
 
-class FrontendOnnxPredictor(OnnxPredictor):
-    """A bare spectrogram export (``input_kind="mel"``): the mel frontend runs here in PyTorch."""
+class BareOnnxPredictor(OnnxPredictor):
+    """A bare export (``input_kind="mel"`` or ``"float_nchw"``): the mel frontend, or the photo resize and
+    normalisation, runs here in PyTorch; photos of any size are resized to one batch."""
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
-        self._frontend = _frontend_of(self.source, self.preprocess)
+        self._frontend = _frontend_of(self.source, self.preprocess) if self.is_audio else None
 
-    def _feed(self, raw: np.ndarray) -> np.ndarray:
-        return net_inputs(raw, self.preprocess, self._frontend)
+    def _forward(self, raw: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        return super()._forward(net_inputs(raw, self.preprocess, self._frontend))
 
 
 def load_checkpoint(path: str | Path, *, threads: int = 0) -> TorchPredictor:
