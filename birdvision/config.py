@@ -249,6 +249,17 @@ class TrainerConfig:
 
 
 @dataclass
+class ThresholdConfig:
+    """Decision thresholds chosen on the validation split after fit / evaluate, stored in the checkpoint and exports."""
+
+    fpr: float | None = bounded(0.01, gt=0, lt=1)  # per class: the lowest score whose one-vs-rest false-positive rate on validation is at most this
+    precision: float | None = bounded(None, gt=0, le=1)  # instead of fpr: the lowest score whose validation precision is at least this
+    ood_far: float = bounded(0.2, gt=0, lt=1)  # photos: abstain ("unknown") below the max probability that accepts this fraction of generated non-bird images
+    ood_images: int = bounded(20, ge=0, le=10000)  # photos: generated non-bird images per kind (10 kinds) to pick on, as many again to measure on; 0 = no abstention
+    ood: str | None = None  # photos: a folder of real non-bird (or unknown-species) images, measured in the abstention table
+
+
+@dataclass
 class TuneConfig:
     """Optional learning-rate range test before training."""
 
@@ -271,6 +282,7 @@ class FitConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
 
 

@@ -1,4 +1,8 @@
-"""What travels inside every exported model: classes, preprocessing, provenance, temperature.
+"""What travels inside every exported model: classes, preprocessing, provenance, temperature, decisions.
+
+Decisions are the values chosen on validation data after training: the per-class thresholds
+(``thresholds``), the photo abstention threshold (``abstain``) and the no-call class of a call model
+(``background_class``); they are present only when the checkpoint has them.
 
 Stored as ONNX ``metadata_props`` (string -> string; structured values as JSON) so any
 ONNX Runtime, including onnxruntime-mobile reading the ``.ort`` file, can recover how
@@ -24,12 +28,12 @@ INPUT_KINDS = {
     "waveform": "mono float32 waveform windows [B, T] at the spec's sample rate; mel frontend in the graph",
     "mel": "normalised log-mel float32 [B, C, n_mels, frames] (bare model: mel frontend outside)",
 }
-JSON_KEYS = ("classes", "preprocess")
+JSON_KEYS = ("classes", "preprocess", "thresholds", "abstain")
 
 
 def build_metadata(hp: dict[str, Any], *, input_kind: str, precision: str) -> dict[str, str]:
     """Metadata entries from a checkpoint's hyperparameters."""
-    return {
+    meta = {
         "birdvision_version": __version__,
         "backbone": str(hp.get("backbone", "")),
         "recipe": str(hp.get("recipe", "")),
@@ -42,6 +46,12 @@ def build_metadata(hp: dict[str, Any], *, input_kind: str, precision: str) -> di
         "output": "probabilities: softmax(logits / temperature), float32 [B, num_classes]",
         "precision": precision,
     }
+    for key in ("thresholds", "abstain"):
+        if hp.get(key) is not None:
+            meta[key] = json.dumps(hp[key], allow_nan=False)
+    if hp.get("background_class"):
+        meta["background_class"] = str(hp["background_class"])
+    return meta
 
 
 def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> onnx.ModelProto:
@@ -57,7 +67,7 @@ def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> onnx.ModelProt
 
 
 def parse_metadata(raw: dict[str, str], source: str | Path = "the model") -> dict[str, Any]:
-    """Metadata strings -> values (classes list, preprocess dict, temperature float).
+    """Metadata strings -> values (classes list, preprocess / thresholds / abstain dicts, temperature float).
 
     A value that does not parse is a :class:`~birdvision.checkpoint.CheckpointError` naming ``source``.
     """

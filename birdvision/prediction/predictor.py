@@ -23,7 +23,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from birdvision.prediction.tables import top_rows
+
 EXPORT_SUFFIXES = (".onnx", ".ort")
+DEFAULT_MIN_CONFIDENCE = 0.1  # a species' threshold when neither the model nor the caller gives one
+UNKNOWN = "unknown"  # the answer for a photo the model abstains on
 
 
 class InferenceError(ValueError):
@@ -58,6 +62,16 @@ class Predictor:
         self.source = Path(source)
         self.classes, self.preprocess, self.temperature = list(classes), dict(preprocess), float(temperature)
         self.metadata = metadata or {}
+        # Decisions chosen on validation after training (absent from older models): the no-call class is
+        # never reported; a species is reported at or above its threshold; a photo is "unknown" below abstain.
+        self.background_class: str | None = self.metadata.get("background_class") or None
+        self._skip = [self.classes.index(self.background_class)] if self.background_class in self.classes else []
+        th = self.metadata.get("thresholds") or {}
+        values = th.get("values") if isinstance(th, dict) else None
+        self.thresholds: np.ndarray | None = (np.array([np.nan if v is None else float(v) for v in values])
+                                              if values else None)
+        ab = self.metadata.get("abstain") or {}
+        self.abstain_threshold: float | None = float(ab["threshold"]) if isinstance(ab, dict) and "threshold" in ab else None
         if self.is_audio:
             self.input_shape: tuple[int, ...] = (clip_samples(self.preprocess),)
         else:
@@ -79,10 +93,29 @@ class Predictor:
 
     # ------------------------------------------------------------------ public API
     def predict(self, item: Any, top_k: int = 5) -> list[tuple[str, float]]:
-        """The ``top_k`` (species, probability) pairs for one photo / waveform window (a path or an array)."""
+        """The ``top_k`` (species, probability) pairs for one photo / waveform window (a path or an array), by
+        probability alone (no thresholds; the no-call class left out): see :meth:`decide` for what predict writes."""
         probs = self.predict_batch([item])[0]
-        order = np.argsort(-probs)[: max(1, int(top_k))]
+        order = [i for i in np.argsort(-probs) if i not in self._skip][: max(1, int(top_k))]
         return [(self.classes[i], float(probs[i])) for i in order]
+
+    def decide(self, probs: np.ndarray, *, top_k: int, min_confidence: float | None = None,
+               always_top1: bool | None = None) -> list[list[tuple[str, float]]]:
+        """What predict writes for each row of ``probs`` (from :meth:`predict_batch`): the same step for every engine.
+
+        A species is reported when its probability reaches its threshold: ``min_confidence`` for every class
+        when given, else the class's threshold stored with the model (chosen on validation data), else
+        :data:`DEFAULT_MIN_CONFIDENCE`. The no-call class is never reported. ``always_top1`` (default: false for
+        recordings, true for photos) writes the best species even when nothing passes. Otherwise a window where
+        nothing passes gets no row, and a photo gets one :data:`UNKNOWN` row, as does a photo whose best
+        probability is under the model's abstention threshold.
+        """
+        audio = self.is_audio
+        return top_rows(
+            probs, self.classes, top_k=top_k, always_top1=(not audio) if always_top1 is None else bool(always_top1),
+            min_confidence=DEFAULT_MIN_CONFIDENCE if min_confidence is None else float(min_confidence),
+            thresholds=self.thresholds if min_confidence is None else None, skip=self._skip,
+            abstain=None if audio else self.abstain_threshold, unknown=None if audio else UNKNOWN)
 
     def predict_batch(self, batch: np.ndarray | Sequence[Any]) -> np.ndarray:
         """Probabilities ``[B, num_classes]`` for a batch.
