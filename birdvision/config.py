@@ -153,6 +153,15 @@ class AudioAugmentConfig:
 
 
 @dataclass
+class NoCallConfig:
+    """Spectrogram mode's no-call class (birdvision.data.background): what an empty window is; predict never writes it."""
+
+    enabled: bool = True  # add the class; false = species only (every window gets some species)
+    quiet_db: float | None = bounded(25.0, gt=0)  # recording windows whose loudest 50 ms is this far below the recording's loud frames become no-call windows; null = none
+    synthetic: int = bounded(32, ge=0)  # generated noise recordings (2 windows long) for training; valid and test get their split's share; 0 = none
+
+
+@dataclass
 class AudioConfig:
     """Spectrogram mode: how recordings become windows."""
 
@@ -165,6 +174,7 @@ class AudioConfig:
     cache_mb: float = bounded(512.0, ge=0)  # decoded recordings kept in memory per worker
     mel: MelConfig = field(default_factory=MelConfig)
     augment: AudioAugmentConfig = field(default_factory=AudioAugmentConfig)
+    nocall: NoCallConfig = field(default_factory=NoCallConfig)
 
 
 @dataclass
@@ -178,6 +188,7 @@ class DataConfig:
     # manifest without it, the folder the audit that wrote it audited, else the manifest's own
     # folder), symlinks and .. resolved; others are left out unread. true allows any path.
     allow_outside_root: bool = False
+    background: str | None = None  # spectrogram mode: a folder of recordings without bird calls; every window is a no-call window
     shards: str | None = None  # LitData shard set (folder or s3:// URL) from python -m birdvision.shards; photos only
     image_size: int | None = bounded(None, ge=16, le=4096)  # None = the backbone's own input size
     batch_size: int = bounded(32, ge=1)

@@ -167,7 +167,7 @@ def build_module(cfg: DictConfig, pipe: Pipeline, digest: str, *, load_weights: 
         label_smoothing=o.label_smoothing, backbone_lr_scale=scale,
         warmup_epochs=warmup, channels_last=m.channels_last,
         preprocess=pipe.preprocess, manifest_digest=digest, recipe=cfg.recipe, load_weights=load_weights,
-        class_weights=class_weights,
+        class_weights=class_weights, background_class=pipe.background_class,
     )
 
 
