@@ -157,8 +157,8 @@ class NoCallConfig:
     """Spectrogram mode's no-call class (birdvision.data.background): what an empty window is; predict never writes it."""
 
     enabled: bool = True  # add the class; false = species only (every window gets some species)
-    quiet_db: float | None = bounded(25.0, gt=0)  # recording windows whose loudest 50 ms is this far below the recording's loud frames become no-call windows; null = none
-    synthetic: int = bounded(32, ge=0)  # generated noise recordings (2 windows long) for training; valid and test get their split's share; 0 = none
+    quiet_db: float | None = bounded(25.0, gt=0)  # training windows whose loudest 50 ms is this far below their recording's loud frames become no-call windows; null = none
+    synthetic: int = bounded(32, ge=0)  # generated noise recordings (2 windows long) for training; valid gets its split's share, test none; 0 = none
 
 
 @dataclass

@@ -368,6 +368,35 @@ def _abstention(ckpt_path: Path, preprocess: dict[str, Any], temperature: float,
     return chosen, rows, info
 
 
+NOISE_WINDOWS = 40  # generated no-call windows a call model is checked on (seeds no training file uses)
+
+
+def _generated_noise(ckpt_path: Path, preprocess: dict[str, Any], temperature: float, chosen: dict[str, Any] | None,
+                     classes: list[str], background: str | None, *, batch_size: int, device: torch.device,
+                     ) -> dict[str, Any]:
+    """How a call model answers windows of generated noise (high-passed like recordings): the share of windows no
+    species passes its threshold on (silent in predict), and the share whose best class is the no-call class."""
+    from birdvision.data.audio import highpass
+    from birdvision.data.background import noise_windows
+
+    sr = int(preprocess["sample_rate"])
+    waves = noise_windows(NOISE_WINDOWS, float(preprocess["clip_seconds"]), sr)
+    if preprocess.get("highpass_hz"):
+        waves = highpass(waves, sr, float(preprocess["highpass_hz"])).astype(np.float32)
+    ds = torch.utils.data.TensorDataset(torch.from_numpy(np.ascontiguousarray(waves)), torch.full((len(waves),), -1))
+    logits, _ = compute_logits(load_classifier(ckpt_path), ds, batch_transform=batch_transform_for(preprocess),
+                               batch_size=batch_size, num_workers=0, device=device)
+    probs = cal.softmax(logits, temperature)
+    values = (chosen or {}).get("values") or [None] * len(classes)
+    thr = np.array([0.1 if v is None else float(v) for v in values])
+    species = np.array([c != background for c in classes])
+    out: dict[str, Any] = {"nocall/generated_windows": len(waves),
+                           "nocall/generated_silent": float(np.mean(~(probs >= thr)[:, species].any(axis=1)))}
+    if background in classes:
+        out["nocall/generated_top1_nocall"] = float(np.mean(probs.argmax(1) == classes.index(background)))
+    return out
+
+
 # ----------------------------------------------------------------------------- the evaluation
 
 
@@ -481,6 +510,8 @@ def evaluate_checkpoint(
             batch_size=batch_size, device=_device(device))
         if val_probs is not None:
             abstain = chosen_ab
+    noise_info = (_generated_noise(ckpt_path, preprocess, t_use, chosen, classes, background, batch_size=batch_size,
+                                   device=_device(device)) if preprocess.get("kind") == "audio" else {})
     if temperature is not None:
         update_hparams(ckpt_path, temperature=float(temperature), thresholds=chosen, abstain=abstain)
         log.info("temperature, thresholds%s stored in %s", " and abstention threshold" if abstain else "", ckpt_path)
@@ -524,6 +555,7 @@ def evaluate_checkpoint(
         result["top1_species"] = (float(np.mean(preds[species_items] == labels[species_items]))
                                   if species_items.any() else None)
         result["background_class"] = background
+    result.update(noise_info)
     threshold_rows: list[TH.ThresholdRow] = []
     if chosen:
         threshold_rows, th_summary = TH.measure_thresholds(probs_eval, labels, classes, chosen)
@@ -603,7 +635,8 @@ def run(cfg: Any) -> dict[str, Any]:
         threshold=cfg.threshold,
     )
     keys = ("split", "items", "top1", "top5", "macro_f1", "ece", "ece_calibrated", "temperature",
-            "thresholds/fpr_pooled", "thresholds/recall_macro", "thresholds/background_silent", "abstain/threshold",
+            "thresholds/fpr_pooled", "thresholds/recall_macro", "thresholds/background_silent",
+            "nocall/generated_silent", "abstain/threshold",
             "abstain/auroc_generated", "abstain/auroc_folder")
     console.print_json(json.dumps({k: result.get(k) for k in keys if k in result}))
     console.print(f"evaluation written to {out}")

@@ -477,7 +477,8 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
         summary.update({"eval/split": split, "eval/top1": ev["top1"], "eval/ece": ev["ece"], "eval/ece_calibrated": ev["ece_calibrated"],
                         "temperature": ev["temperature"]})
         summary.update({f"eval/{k}": ev[k] for k in ("top1_species", "thresholds/fpr_pooled", "thresholds/recall_macro",
-                                                     "thresholds/background_silent", "abstain/threshold",
+                                                     "thresholds/background_silent", "nocall/generated_silent",
+                                                     "abstain/threshold",
                                                      "abstain/auroc_generated") if ev.get(k) is not None})
     write_json(run_dir / "summary.json", summary)
     from birdvision.reports.html import write_run_report

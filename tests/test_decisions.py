@@ -58,6 +58,10 @@ def test_evaluate_stores_thresholds_and_abstention_and_reports_them(evaluated):
         rows = list(csv.DictReader(f))
     assert [r["class_name"] for r in rows] == meta["classes"]
     assert {"threshold", "precision", "recall", "fpr"} <= set(rows[0])
+    from birdvision.reports.html import write_run_report
+
+    page = write_run_report(evaluated).read_text()
+    assert "Per-class thresholds (fpr=0.05" in page and "AUROC vs generated images" in page
 
 
 def test_metadata_refuses_impossible_decisions(evaluated, tmp_path):

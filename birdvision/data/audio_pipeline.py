@@ -130,7 +130,7 @@ def build_audio_datasets(cfg: DictConfig, found: Discovery, recordings: list[Sam
         skipped += [(p.path, p.reason) for p in report.problems]
         skipped += [(p, "shorter than a window: padded with silence") for p in report.padded]
         species = report.windows
-        if nocall and a.nocall.quiet_db is not None:
+        if nocall and a.nocall.quiet_db is not None and split == "train":
             species, n = relabel_quiet(species, quiet_db=a.nocall.quiet_db, clip_seconds=a.clip_seconds,
                                        sample_rate=a.sample_rate, highpass_hz=a.highpass_hz)
             n_quiet += n
@@ -145,9 +145,9 @@ def build_audio_datasets(cfg: DictConfig, found: Discovery, recordings: list[Sam
         if counts["train"]:
             background = BACKGROUND_CLASS
             classes = sorted(set(classes) | {BACKGROUND_CLASS})
-            log.info("no-call class %r: %s windows (train/valid/test; %d quiet recording windows relabelled, "
-                     "%d background recordings)", BACKGROUND_CLASS, "/".join(str(counts[s]) for s in per_split),
-                     n_quiet, len([r for r in extra if r.split]))
+            log.info("no-call class %r: %s windows (train/valid/test; %d quiet training windows relabelled, "
+                     "%d background recordings added)", BACKGROUND_CLASS, "/".join(str(counts[s]) for s in per_split),
+                     n_quiet, len(extra))
         else:
             log.warning("no no-call window for training (audio.nocall.quiet_db found none, no data.background, "
                         "audio.nocall.synthetic=0): the model has species classes only and names a species "

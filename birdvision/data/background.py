@@ -5,21 +5,24 @@ spreads over the species and one of them wins. So spectrogram mode adds one more
 :data:`BACKGROUND_CLASS` (``nocall``), that predict never writes (the model's ``background_class``).
 Its windows come from three places, each optional (``audio.nocall.*``, ``data.background``):
 
-1. **quiet stretches of the recordings themselves** (:func:`relabel_quiet`): a window whose
+1. **quiet stretches of the training recordings** (:func:`relabel_quiet`): a training window whose
    loudest 50 ms frame, after the model's high-pass, is at least ``quiet_db`` below the
    recording's loud frames (their 99th percentile) holds no call loud enough to matter. It is
    relabelled, not copied: a window is a species window or a no-call window, never both, and it
    keeps its recording's split and group. Curated recordings (xeno-canto) are dense: 39 of the
-   717 windows of the 74 real recordings qualify at 25 dB.
+   717 windows of the 74 real recordings qualify at 25 dB. Validation and test windows keep their
+   recording's label (the usual weak labels), so every held-out recording has one label.
 2. **a folder of recordings without calls** (``data.background=DIR``, or a ``nocall/`` folder
    beside the species folders): every window, the files split like recordings (grouped by file).
 3. **generated noise** (:func:`synthetic_noise`): coloured noise (spectral slope from brown to
    blue), sometimes with a broad resonance, slow gusts or sparse clicks, at -75 to -25 dBFS.
    The mel frontend's ``ref="max"`` makes the level irrelevant, so what the model learns is the
-   *shape* of an empty window. Written once per setting to a cache folder (like the demo
-   calls), so the manifest can name them and evaluation, export calibration and parity read
-   the same windows back. SYNTHETIC: a field recording's empty stretches (wind, rain, insects,
-   traffic) are richer; a user's background folder teaches those.
+   *shape* of an empty window. Training and validation files (not test: the test split stays the
+   user's recordings) are written once per setting to a cache folder (like the demo calls), so the
+   manifest can name them and evaluation, export calibration and parity read the same windows
+   back; evaluation measures silence on noise generated afresh (:func:`noise_windows`).
+   SYNTHETIC: a field recording's empty stretches (wind, rain, insects, traffic) are richer; a
+   user's background folder teaches those.
 """
 
 from __future__ import annotations
@@ -158,14 +161,19 @@ def noise_wave(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray
 
 
 def synthetic_counts(n_train: int, valid_fraction: float, test_fraction: float) -> dict[str, int]:
-    """Generated recordings per split: ``n_train`` for training, the split fractions' share for valid and test
-    (at least 2 each, so thresholds and metrics see no-call windows)."""
+    """Generated recordings per split: ``n_train`` for training and the valid fraction's share of that for
+    validation (at least 2, so the thresholds see empty windows). None for the test split: it stays the
+    recordings (and background folder) the user gave; evaluation measures silence on newly generated noise."""
     train_fraction = max(1e-9, 1 - valid_fraction - test_fraction)
-    share = {"valid": valid_fraction, "test": test_fraction}
-    out = {"train": int(n_train)}
-    for k, frac in share.items():
-        out[k] = 0 if n_train == 0 or frac == 0 else max(2, int(round(n_train * frac / train_fraction)))
-    return out
+    valid = 0 if n_train == 0 or valid_fraction == 0 else max(2, int(round(n_train * valid_fraction / train_fraction)))
+    return {"train": int(n_train), "valid": valid}
+
+
+def noise_windows(n: int, seconds: float, sample_rate: int, *, seed: int = 100_000) -> np.ndarray:
+    """``n`` generated no-call windows ``[n, T]`` from seeds no training file uses (evaluation's silence check)."""
+    t = int(round(seconds * sample_rate))
+    return np.stack([noise_wave(np.random.default_rng([seed, 9, i]), t, sample_rate) for i in range(n)]) if n else \
+        np.zeros((0, t), np.float32)
 
 
 def synthetic_noise(counts: dict[str, int], *, seconds: float, sample_rate: int, seed: int,
