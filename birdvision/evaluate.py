@@ -327,11 +327,12 @@ def _folder_images(folder: str | Path, preprocess: dict[str, Any]) -> tuple[np.n
 
 
 def _abstention(ckpt_path: Path, preprocess: dict[str, Any], temperature: float, val_probs: np.ndarray | None,
-                probs: np.ndarray, correct: np.ndarray, threshold: Any, *, batch_size: int, device: torch.device,
+                probs: np.ndarray, correct: np.ndarray, threshold: Any, *, stored: dict[str, Any] | None,
+                batch_size: int, device: torch.device,
                 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any]]:
     """Photo abstention: the threshold chosen on validation photos and generated non-bird images (seeds 0..n-1),
     and the accept/abstain table on the evaluated photos, other generated images (seeds from 100000) and the
-    ``threshold.ood`` folder."""
+    ``threshold.ood`` folder. Without validation probabilities (no calibration) the ``stored`` one is measured."""
     from birdvision.data.ood import KINDS, ood_images
 
     n = int(threshold.ood_images)
@@ -358,6 +359,8 @@ def _abstention(ckpt_path: Path, preprocess: dict[str, Any], temperature: float,
     cands = []
     if chosen is not None:
         cands.append((f"chosen (ood_far={chosen['target_value']:g})", chosen["threshold"]))
+    elif stored is not None:
+        cands.append(("stored in the checkpoint", float(stored["threshold"])))
     for far in (0.05, 0.1, 0.2, 0.3):
         alt = TH.choose_abstention(TH.abstain_scores(val_probs), ood_pick, far, ood_source=source) \
             if val_probs is not None and len(val_probs) and (chosen is None or far != chosen["target_value"]) else None
@@ -507,7 +510,7 @@ def evaluate_checkpoint(
     if preprocess.get("kind", "image") == "image" and int(threshold.ood_images) > 0:
         chosen_ab, abstain_rows, abstain_info = _abstention(
             ckpt_path, preprocess, t_use, val_probs, probs_eval, probs_eval.argmax(1) == labels, threshold,
-            batch_size=batch_size, device=_device(device))
+            stored=abstain, batch_size=batch_size, device=_device(device))
         if val_probs is not None:
             abstain = chosen_ab
     noise_info = (_generated_noise(ckpt_path, preprocess, t_use, chosen, classes, background, batch_size=batch_size,
@@ -566,7 +569,7 @@ def evaluate_checkpoint(
         result.update({"abstain/score": TH.ABSTAIN_SCORE, "abstain/threshold": abstain["threshold"] if abstain else None,
                        "abstain/ood_far": abstain["target_value"] if abstain else None})
         result.update({f"abstain/{k}": v for k, v in abstain_info.items()})
-        chosen_row = abstain_rows[0] if abstain else None
+        chosen_row = abstain_rows[0] if abstain and abstain_rows else None
         if chosen_row:
             result.update({f"abstain/{k}": v for k, v in chosen_row.items() if k not in ("threshold", "value")})
 

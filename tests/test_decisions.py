@@ -64,6 +64,17 @@ def test_evaluate_stores_thresholds_and_abstention_and_reports_them(evaluated):
     assert "Per-class thresholds (fpr=0.05" in page and "AUROC vs generated images" in page
 
 
+def test_evaluate_without_calibration_measures_the_stored_decisions(evaluated, tmp_path):
+    before = checkpoint_meta(evaluated)
+    th = {"fpr": 0.3, "precision": None, "ood_far": 0.5, "ood_images": 2, "ood": None}
+    m = evaluate_checkpoint(evaluated, "test", tmp_path / "ev", calibrate=False, threshold=type("T", (), th)())
+    after = checkpoint_meta(evaluated)
+    assert after["thresholds"] == before["thresholds"] and after["abstain"] == before["abstain"]  # untouched
+    assert m["thresholds/target_value"] == 0.05 and m["abstain/threshold"] == before["abstain"]["threshold"]
+    with open(tmp_path / "ev" / "abstention.csv", newline="") as f:
+        assert next(csv.DictReader(f))["threshold"] == "stored in the checkpoint"
+
+
 def test_metadata_refuses_impossible_decisions(evaluated, tmp_path):
     import shutil
 
