@@ -126,9 +126,31 @@ def _check_audio_spec(pre: dict[str, Any]) -> None:
         _float_field(mel, "norm_std_db", 0.0, 1000.0, "preprocess.mel.", lo_open=True)
 
 
+def _check_decisions(meta: dict[str, Any], classes: list[str]) -> None:
+    """The no-call class, per-class thresholds and the abstention threshold, when present."""
+    bg = meta.get("background_class")
+    if bg is not None and bg not in classes:
+        raise ValueError(f"background_class={bg!r} is not one of the classes")
+    th = meta.get("thresholds")
+    if th is not None:
+        if not isinstance(th, dict) or not isinstance(th.get("values"), (list, tuple)):
+            raise ValueError("thresholds is not a mapping with a 'values' list")
+        if len(th["values"]) != len(classes):
+            raise ValueError(f"thresholds lists {len(th['values'])} values for {len(classes)} classes")
+        for i, v in enumerate(th["values"]):
+            if v is not None and (_as_float(v) is None or not 0.0 <= float(v) <= 1.0):
+                raise ValueError(f"thresholds.values[{i}]={v!r} (expected a probability in [0, 1] or null)")
+    ab = meta.get("abstain")
+    if ab is not None:
+        if not isinstance(ab, dict):
+            raise ValueError("abstain is not a mapping")
+        _float_field(ab, "threshold", 0.0, 1.0, "abstain.")
+
+
 def check_meta(meta: Any, source: str | Path) -> None:
     """Refuse model metadata (a checkpoint's hyper_parameters, an export's metadata) that cannot describe a
-    runnable birdvision model: classes, preprocessing spec (sizes bounded) and temperature.
+    runnable birdvision model: classes, preprocessing spec (sizes bounded), temperature, and the decision
+    values stored after training (no-call class, per-class thresholds, abstention threshold).
 
     Raises :class:`CheckpointError` naming ``source`` and the offending field.
     """
@@ -149,6 +171,7 @@ def check_meta(meta: Any, source: str | Path) -> None:
             raise ValueError(f"classes lists {dup!r} twice")
         if meta.get("temperature") is not None:
             _float_field(meta, "temperature", 0.0, 1e6, "", lo_open=True)
+        _check_decisions(meta, list(classes))
         if meta.get("in_chans") is not None and _as_int(meta["in_chans"]) not in (1, 3):
             raise ValueError(f"in_chans={meta['in_chans']!r} (expected 1 or 3)")
         pre = meta.get("preprocess")
@@ -268,15 +291,22 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu"):
     return model.to(map_location).eval()
 
 
-def set_temperature(path: str | Path, temperature: float) -> Path:
-    """Store a fitted softmax temperature in a checkpoint, atomically, holding its run folder (if it is in one)."""
+def update_hparams(path: str | Path, **values: Any) -> Path:
+    """Store values fitted after training (temperature, thresholds, abstention) in a checkpoint's hyperparameters,
+    atomically, holding its run folder (if it is in one). The result must still pass :func:`check_meta`."""
     import torch
 
     p = find_checkpoint(path)
     run = run_dir_of(p)
     with run_lock(run) if run is not None else contextlib.nullcontext():
         ck = read_checkpoint(p)
-        ck["hyper_parameters"]["temperature"] = float(temperature)
+        ck["hyper_parameters"].update(values)
+        check_meta(ck["hyper_parameters"], p)
         with atomic_path(p) as tmp:
             torch.save(ck, tmp)
     return p
+
+
+def set_temperature(path: str | Path, temperature: float) -> Path:
+    """Store a fitted softmax temperature in a checkpoint (see :func:`update_hparams`)."""
+    return update_hparams(path, temperature=float(temperature))

@@ -154,6 +154,15 @@ class AudioAugmentConfig:
 
 
 @dataclass
+class NoCallConfig:
+    """Spectrogram mode's no-call class (birdvision.data.background): what an empty window is; predict never writes it."""
+
+    enabled: bool = True  # add the class; false = species only (every window gets some species)
+    quiet_db: float | None = bounded(25.0, gt=0)  # training windows whose loudest 50 ms is this far below their recording's loud frames become no-call windows; null = none
+    synthetic: int = bounded(32, ge=0)  # generated noise recordings (2 windows long) for training; valid gets its split's share, test none; 0 = none
+
+
+@dataclass
 class AudioConfig:
     """Spectrogram mode: how recordings become windows."""
 
@@ -166,6 +175,7 @@ class AudioConfig:
     cache_mb: float = bounded(512.0, ge=0)  # decoded recordings kept in memory per worker
     mel: MelConfig = field(default_factory=MelConfig)
     augment: AudioAugmentConfig = field(default_factory=AudioAugmentConfig)
+    nocall: NoCallConfig = field(default_factory=NoCallConfig)
 
 
 @dataclass
@@ -179,6 +189,7 @@ class DataConfig:
     # manifest without it, the folder the audit that wrote it audited, else the manifest's own
     # folder), symlinks and .. resolved; others are left out unread. true allows any path.
     allow_outside_root: bool = False
+    background: str | None = None  # spectrogram mode: a folder of recordings without bird calls; every window is a no-call window
     shards: str | None = None  # LitData shard set (folder or s3:// URL) from python -m birdvision.shards; photos only
     image_size: int | None = bounded(None, ge=16, le=4096)  # None = the backbone's own input size
     batch_size: int = bounded(32, ge=1)
@@ -250,6 +261,17 @@ class TrainerConfig:
 
 
 @dataclass
+class ThresholdConfig:
+    """Decision thresholds chosen on the validation split after fit / evaluate, stored in the checkpoint and exports."""
+
+    fpr: float | None = bounded(0.01, gt=0, lt=1)  # per class: the lowest score whose one-vs-rest false-positive rate on validation is at most this
+    precision: float | None = bounded(None, gt=0, le=1)  # instead of fpr: the lowest score whose validation precision is at least this
+    ood_far: float = bounded(0.2, gt=0, lt=1)  # photos: abstain ("unknown") below the max probability that accepts this fraction of generated non-bird images
+    ood_images: int = bounded(20, ge=0, le=10000)  # photos: generated non-bird images per kind (10 kinds) to pick on, as many again to measure on; 0 = no abstention
+    ood: str | None = None  # photos: a folder of real non-bird (or unknown-species) images, measured in the abstention table
+
+
+@dataclass
 class TuneConfig:
     """Optional learning-rate range test before training."""
 
@@ -272,6 +294,7 @@ class FitConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
 
 

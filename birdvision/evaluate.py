@@ -1,8 +1,9 @@
 """``python -m birdvision.evaluate ckpt=PATH split=test``: honest metrics, plots and calibration for a checkpoint.
 
 The model runs once over the evaluated split (and once over the validation split to fit
-the softmax temperature); everything else is computed from those logits by
-:mod:`birdvision.reports`. By default the samples come from the run's own
+the softmax temperature and choose the decision thresholds, and for photo models over generated
+non-bird images to choose the abstention threshold); everything else is computed from those
+logits by :mod:`birdvision.reports`. By default the samples come from the run's own
 ``manifest.csv``, so the test split is exactly the one training never saw.
 """
 
@@ -15,7 +16,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from birdvision.artifacts import OutputError, check_output_dir, check_output_file, write_json, write_text
-from birdvision.checkpoint import load_classifier, read_checkpoint, set_temperature
-from birdvision.config import ConfigError, parse_cli
+from birdvision.checkpoint import load_classifier, read_checkpoint, update_hparams
+from birdvision.config import ConfigError, ThresholdConfig, parse_cli
 from birdvision.console import console, run_cli, setup_logging
 from birdvision.data.images import ImageLoadError
 from birdvision.data.manifest import SPLITS, ManifestError, Sample, manifest_digest
@@ -34,6 +35,7 @@ from birdvision.data.sources import DataSourceError, discover, from_manifest
 from birdvision.reports import calibration as cal
 from birdvision.reports import metrics as M
 from birdvision.reports import plots
+from birdvision.reports import thresholds as TH
 from birdvision.runs import CHECKPOINTS, RunError, find_checkpoint
 
 log = logging.getLogger("birdvision.evaluate")
@@ -56,12 +58,13 @@ class EvaluateConfig:
     output_dir: str | None = None  # None = RUN/eval (RUN/eval-SPLIT for other splits), ./eval for a loose checkpoint
     data: str | None = None  # manifest CSV or photo folder; None = the run's manifest.csv
     class_map: str | None = None  # JSON {"data label": "model label"} or 2-column CSV; "" / null drops a label
-    calibrate: bool = True  # fit the temperature on the valid split and store it in the checkpoint
+    calibrate: bool = True  # fit the temperature, choose the thresholds on the valid split; store them in the checkpoint
     batch_size: int = 64
     num_workers: int = 0
     top_losses: int = 16  # images in the top-losses grid
     device: str = "auto"  # auto | cpu | cuda
     report: bool = True  # rewrite RUN/report.html afterwards (checkpoints inside a run folder only)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)  # targets of the decision thresholds
 
 
 MAX_BATCH = 4096
@@ -282,6 +285,121 @@ def _top_loss_images(dataset: Dataset, idx: list[int], preprocess: dict[str, Any
     return images
 
 
+# ----------------------------------------------------------------------------- decisions: thresholds, abstention
+
+
+class _Arrays(Dataset):
+    """Photos already at the model's size (uint8 ``[N, H, W, 3]``), normalised like the evaluation transform."""
+
+    def __init__(self, images: np.ndarray, preprocess: dict[str, Any]) -> None:
+        self.images = images
+        self.mean = torch.tensor(preprocess["mean"], dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(preprocess["std"], dtype=torch.float32).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1).float() / 255.0
+        return (x - self.mean) / self.std, -1
+
+
+def _folder_images(folder: str | Path, preprocess: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """Every decodable image under ``folder`` resized to the model's input (as predict does), and how many were not."""
+    from birdvision.data.files import walk_files
+    from birdvision.data.image_io import IMAGE_SUFFIXES, load_rgb, resize_uint8
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise EvaluationError(f"threshold.ood={folder}: not a folder")
+    size, interp = int(preprocess["size"]), str(preprocess.get("interpolation", "bilinear"))
+    images, bad = [], 0
+    for f in walk_files(root).files:
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        try:
+            images.append(resize_uint8(load_rgb(f, draft_size=size), size, interp))
+        except (ImageLoadError, OSError, ValueError):
+            bad += 1
+    if not images:
+        raise EvaluationError(f"threshold.ood={folder}: no decodable image ({bad} undecodable)")
+    return np.stack(images), bad
+
+
+def _abstention(ckpt_path: Path, preprocess: dict[str, Any], temperature: float, val_probs: np.ndarray | None,
+                probs: np.ndarray, correct: np.ndarray, threshold: Any, *, stored: dict[str, Any] | None,
+                batch_size: int, device: torch.device,
+                ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any]]:
+    """Photo abstention: the threshold chosen on validation photos and generated non-bird images (seeds 0..n-1),
+    and the accept/abstain table on the evaluated photos, other generated images (seeds from 100000) and the
+    ``threshold.ood`` folder. Without validation probabilities (no calibration) the ``stored`` one is measured."""
+    from birdvision.data.ood import KINDS, ood_images
+
+    n = int(threshold.ood_images)
+    size = int(preprocess["size"])
+    model = load_classifier(ckpt_path)
+
+    def scores(images: np.ndarray) -> np.ndarray:
+        logits, _ = compute_logits(model, _Arrays(images, preprocess), batch_transform=None, batch_size=batch_size,
+                                   num_workers=0, device=device)
+        return TH.abstain_scores(cal.softmax(logits, temperature))
+
+    pick_imgs, _ = ood_images(n, size, seed=0)
+    test_imgs, _ = ood_images(n, size, seed=100_000)
+    ood_pick, ood_sets = scores(pick_imgs), {"generated": scores(test_imgs)}
+    info: dict[str, Any] = {"generated_images": int(len(test_imgs)), "generated_kinds": list(KINDS)}
+    if threshold.ood:
+        imgs, bad = _folder_images(threshold.ood, preprocess)
+        ood_sets["folder"] = scores(imgs)
+        info.update({"folder": str(threshold.ood), "folder_images": int(len(imgs)), "folder_undecodable": bad})
+    source = f"generated non-bird images, {n} of each of {len(KINDS)} kinds (seeds 0..{n - 1})"
+    chosen = (TH.choose_abstention(TH.abstain_scores(val_probs), ood_pick, float(threshold.ood_far), ood_source=source)
+              if val_probs is not None and len(val_probs) else None)
+    known = TH.abstain_scores(probs)
+    cands = []
+    if chosen is not None:
+        cands.append((f"chosen (ood_far={chosen['target_value']:g})", chosen["threshold"]))
+    elif stored is not None:
+        cands.append(("stored in the checkpoint", float(stored["threshold"])))
+    for far in (0.05, 0.1, 0.2, 0.3):
+        alt = TH.choose_abstention(TH.abstain_scores(val_probs), ood_pick, far, ood_source=source) \
+            if val_probs is not None and len(val_probs) and (chosen is None or far != chosen["target_value"]) else None
+        if alt is not None:
+            cands.append((f"ood_far={far:g}", alt["threshold"]))
+    rows, aurocs = TH.abstention_table(known, correct, ood_sets, cands)
+    info.update({f"auroc_{k}": v for k, v in aurocs.items()})
+    return chosen, rows, info
+
+
+NOISE_WINDOWS = 40  # generated no-call windows a call model is checked on (seeds no training file uses)
+
+
+def _generated_noise(ckpt_path: Path, preprocess: dict[str, Any], temperature: float, chosen: dict[str, Any] | None,
+                     classes: list[str], background: str | None, *, batch_size: int, device: torch.device,
+                     ) -> dict[str, Any]:
+    """How a call model answers windows of generated noise (high-passed like recordings): the share of windows no
+    species passes its threshold on (silent in predict), and the share whose best class is the no-call class."""
+    from birdvision.data.audio import highpass
+    from birdvision.data.background import noise_windows
+
+    sr = int(preprocess["sample_rate"])
+    waves = noise_windows(NOISE_WINDOWS, float(preprocess["clip_seconds"]), sr)
+    if preprocess.get("highpass_hz"):
+        waves = highpass(waves, sr, float(preprocess["highpass_hz"])).astype(np.float32)
+    ds = torch.utils.data.TensorDataset(torch.from_numpy(np.ascontiguousarray(waves)), torch.full((len(waves),), -1))
+    logits, _ = compute_logits(load_classifier(ckpt_path), ds, batch_transform=batch_transform_for(preprocess),
+                               batch_size=batch_size, num_workers=0, device=device)
+    probs = cal.softmax(logits, temperature)
+    values = (chosen or {}).get("values") or [None] * len(classes)
+    thr = np.array([0.1 if v is None else float(v) for v in values])
+    species = np.array([c != background for c in classes])
+    out: dict[str, Any] = {"nocall/generated_windows": len(waves),
+                           "nocall/generated_silent": float(np.mean(~(probs >= thr)[:, species].any(axis=1)))}
+    if background in classes:
+        out["nocall/generated_top1_nocall"] = float(np.mean(probs.argmax(1) == classes.index(background)))
+    return out
+
+
 # ----------------------------------------------------------------------------- the evaluation
 
 
@@ -303,6 +421,7 @@ def evaluate_checkpoint(
     top_losses: int = 16,
     device: str = "auto",
     logits_fn: Callable[[Dataset], tuple[np.ndarray, np.ndarray]] | None = None,
+    threshold: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split; write tables, plots and ``metrics.json`` into ``output_dir``.
 
@@ -310,9 +429,13 @@ def evaluate_checkpoint(
     head applied to cached embeddings (fit's ``finetune.mode=embeddings``).
 
     With ``calibrate`` the softmax temperature is fitted on the validation split (LBFGS on
-    the NLL of its logits) and stored in the checkpoint, so ``predict`` and exports use it.
-    Returns the content of ``metrics.json`` plus ``outputs`` (the files written).
+    the NLL of its logits), the per-class thresholds are chosen on the validation split's calibrated
+    probabilities for ``threshold.fpr`` / ``threshold.precision`` and, for photo models, the abstention
+    threshold for ``threshold.ood_far`` (:mod:`birdvision.reports.thresholds`); all are stored in the
+    checkpoint, so ``predict`` and exports use them. Without ``calibrate`` the thresholds the checkpoint
+    already has are measured. Returns the content of ``metrics.json`` plus ``outputs`` (the files written).
     """
+    threshold = threshold if threshold is not None else ThresholdConfig()
     check_options(split=split, batch_size=batch_size, num_workers=num_workers, top_losses=top_losses, device=device)
     ckpt_path = find_checkpoint(ckpt)
     out = Path(output_dir) if output_dir is not None else default_output_dir(ckpt_path, split)
@@ -365,11 +488,36 @@ def evaluate_checkpoint(
             val_logits, val_labels = np.zeros((0, len(classes))), np.zeros(0, dtype=np.int64)
         if len(val_labels):
             temperature = cal.fit_temperature(val_logits, val_labels)
-            set_temperature(ckpt_path, temperature)
-            log.info("temperature %.4f fitted on %d valid items, stored in %s", temperature, len(val_labels), ckpt_path)
+            log.info("temperature %.4f fitted on %d valid items", temperature, len(val_labels))
         else:
-            cal_note = "no validation samples: temperature not fitted"
+            cal_note = "no validation samples: temperature and thresholds not fitted"
             log.warning("%s: %s", source, cal_note)
+
+    # ---- decisions: per-class thresholds (and photo abstention) chosen on valid, measured on the evaluated split
+    t_use = temperature if temperature is not None else temperature_before
+    background = hp.get("background_class")
+    val_probs = cal.softmax(val_logits, t_use) if temperature is not None else None
+    chosen = hp.get("thresholds")
+    if val_probs is not None:
+        chosen = TH.choose_thresholds(val_probs, val_labels, classes, fpr=threshold.fpr, precision=threshold.precision,
+                                      background=background, split="valid")
+        n_global = sum(b == "global" for b in chosen["basis"])
+        log.info("thresholds for %s=%g chosen on %d valid items; %d class(es) on the global threshold %s",
+                 chosen["target"], chosen["target_value"], len(val_labels), n_global,
+                 "(no validation positives or target not reachable)" if n_global else "")
+    probs_eval = cal.softmax(logits, t_use)
+    abstain, abstain_rows, abstain_info = hp.get("abstain"), [], {}
+    if preprocess.get("kind", "image") == "image" and int(threshold.ood_images) > 0:
+        chosen_ab, abstain_rows, abstain_info = _abstention(
+            ckpt_path, preprocess, t_use, val_probs, probs_eval, probs_eval.argmax(1) == labels, threshold,
+            stored=abstain, batch_size=batch_size, device=_device(device))
+        if val_probs is not None:
+            abstain = chosen_ab
+    noise_info = (_generated_noise(ckpt_path, preprocess, t_use, chosen, classes, background, batch_size=batch_size,
+                                   device=_device(device)) if preprocess.get("kind") == "audio" else {})
+    if temperature is not None:
+        update_hparams(ckpt_path, temperature=float(temperature), thresholds=chosen, abstain=abstain)
+        log.info("temperature, thresholds%s stored in %s", " and abstention threshold" if abstain else "", ckpt_path)
 
     # ---- metrics from one confusion matrix
     n = len(classes)
@@ -405,9 +553,37 @@ def evaluate_checkpoint(
         "manifest_digest": hp.get("manifest_digest"),
     }
 
+    if background in classes:
+        species_items = labels != classes.index(background)
+        result["top1_species"] = (float(np.mean(preds[species_items] == labels[species_items]))
+                                  if species_items.any() else None)
+        result["background_class"] = background
+    result.update(noise_info)
+    threshold_rows: list[TH.ThresholdRow] = []
+    if chosen:
+        threshold_rows, th_summary = TH.measure_thresholds(probs_eval, labels, classes, chosen)
+        result.update({f"thresholds/{k}": v for k, v in th_summary.items()})
+        if split == chosen.get("split"):
+            result["thresholds/note"] = "chosen and measured on the same split: optimistic"
+    if abstain_rows:
+        result.update({"abstain/score": TH.ABSTAIN_SCORE, "abstain/threshold": abstain["threshold"] if abstain else None,
+                       "abstain/ood_far": abstain["target_value"] if abstain else None})
+        result.update({f"abstain/{k}": v for k, v in abstain_info.items()})
+        chosen_row = abstain_rows[0] if abstain and abstain_rows else None
+        if chosen_row:
+            result.update({f"abstain/{k}": v for k, v in chosen_row.items() if k not in ("threshold", "value")})
+
     # ---- files
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    if chosen:
+        written += M.write_table(TH.threshold_rows_as_dicts(threshold_rows), out / "thresholds",
+                                 f"Per-class thresholds ({chosen['target']}={chosen['target_value']:g} on "
+                                 f"{chosen['split']}), measured on {split}", TH.THRESHOLD_COLUMNS)
+    if abstain_rows:
+        written += M.write_table(abstain_rows, out / "abstention",
+                                 f"Accept / abstain ({TH.ABSTAIN_SCORE} after temperature) on {split} photos and "
+                                 "non-bird images")
     written += M.write_table(M.rows_as_dicts(rows), out / "per_class", f"Per-class results ({split})",
                              M.columns_of(M.ClassRow))
     written += M.write_table(M.rows_as_dicts(pairs), out / "confused_pairs", f"Most-confused pairs ({split})",
@@ -459,9 +635,13 @@ def run(cfg: Any) -> dict[str, Any]:
     result = evaluate_checkpoint(
         ckpt, cfg.split, out, cfg.data, class_map=cfg.class_map, calibrate=cfg.calibrate,
         batch_size=cfg.batch_size, num_workers=cfg.num_workers, top_losses=cfg.top_losses, device=cfg.device,
+        threshold=cfg.threshold,
     )
-    keys = ("split", "items", "top1", "top5", "macro_f1", "ece", "ece_calibrated", "temperature")
-    console.print_json(json.dumps({k: result.get(k) for k in keys}))
+    keys = ("split", "items", "top1", "top5", "macro_f1", "ece", "ece_calibrated", "temperature",
+            "thresholds/fpr_pooled", "thresholds/recall_macro", "thresholds/background_silent",
+            "nocall/generated_silent", "abstain/threshold",
+            "abstain/auroc_generated", "abstain/auroc_folder")
+    console.print_json(json.dumps({k: result.get(k) for k in keys if k in result}))
     console.print(f"evaluation written to {out}")
     if cfg.report and run is not None:
         from birdvision.reports.html import write_run_report

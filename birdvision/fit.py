@@ -167,7 +167,7 @@ def build_module(cfg: DictConfig, pipe: Pipeline, digest: str, *, load_weights: 
         label_smoothing=o.label_smoothing, backbone_lr_scale=scale,
         warmup_epochs=warmup, channels_last=m.channels_last,
         preprocess=pipe.preprocess, manifest_digest=digest, recipe=cfg.recipe, load_weights=load_weights,
-        class_weights=class_weights,
+        class_weights=class_weights, background_class=pipe.background_class,
     )
 
 
@@ -464,18 +464,22 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
     summary["fit_seconds"] = round(time.time() - t0, 1)
     best_path = summary["best_checkpoint"]
     if cfg.evaluate_after_fit and Path(best_path).is_file():
-        # Per-class tables, plots and a temperature fitted on valid (stored in best.ckpt, so
-        # predict and exports use it). Runs after trainer.test because it rewrites best.ckpt.
+        # Per-class tables, plots, a temperature and decision thresholds chosen on valid (stored in
+        # best.ckpt, so predict and exports use them). Runs after trainer.test because it rewrites best.ckpt.
         from birdvision.evaluate import evaluate_checkpoint
 
         split = "test" if counts["test"] else "valid"
         ev = evaluate_checkpoint(
             best_path, split, run_dir / ("eval" if split == "test" else "eval-valid"),
             batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, num_workers=cfg.data.num_workers,
-            logits_fn=logits_fn,
+            logits_fn=logits_fn, threshold=cfg.threshold,
         )
         summary.update({"eval/split": split, "eval/top1": ev["top1"], "eval/ece": ev["ece"], "eval/ece_calibrated": ev["ece_calibrated"],
                         "temperature": ev["temperature"]})
+        summary.update({f"eval/{k}": ev[k] for k in ("top1_species", "thresholds/fpr_pooled", "thresholds/recall_macro",
+                                                     "thresholds/background_silent", "nocall/generated_silent",
+                                                     "abstain/threshold",
+                                                     "abstain/auroc_generated") if ev.get(k) is not None})
     write_json(run_dir / "summary.json", summary)
     from birdvision.reports.html import write_run_report
 

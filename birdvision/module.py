@@ -2,8 +2,8 @@
 
 It sees (C, H, W) tensors and integer labels; whether they came from a JPEG or a mel
 frontend is decided at the data edge. Everything needed to run the model later (class
-list, preprocessing spec, manifest digest, temperature) is stored in its hyperparameters,
-hence in every checkpoint.
+list, preprocessing spec, manifest digest, temperature, decision thresholds, the no-call
+class) is stored in its hyperparameters, hence in every checkpoint.
 """
 
 from __future__ import annotations
@@ -85,11 +85,18 @@ class BirdClassifier(L.LightningModule):
         manifest_digest: str = "",
         recipe: str = "",
         temperature: float = 1.0,
+        thresholds: dict[str, Any] | None = None,
+        abstain: dict[str, Any] | None = None,
+        background_class: str | None = None,
         class_weights: list[float] | None = None,
         load_weights: bool = True,
     ) -> None:
         """``load_weights=False`` builds the network without reading pretrained weights (a checkpoint
-        is about to overwrite them); ``pretrained`` and ``weights_path`` stay as the run's record."""
+        is about to overwrite them); ``pretrained`` and ``weights_path`` stay as the run's record.
+
+        ``temperature``, ``thresholds`` (per-class decision thresholds) and ``abstain`` (the photo abstention
+        threshold) are set after training by evaluation (:mod:`birdvision.reports.thresholds`);
+        ``background_class`` names the no-call class of a call model, which predictions never report."""
         super().__init__()
         self.save_hyperparameters(ignore=["load_weights"])
         self.classes = list(classes)

@@ -12,6 +12,16 @@ os.environ.setdefault("BIRDVISION_OFFLINE", "1")  # never try to download weight
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _nocall_cache(tmp_path_factory):
+    """Generated no-call recordings go to a temporary folder shared by the session, not ~/.cache."""
+    import birdvision.data.background as background
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(background, "SYNTHETIC_CACHE", tmp_path_factory.mktemp("nocall-cache"))
+        yield
+
+
 @pytest.fixture(scope="session")
 def realdata() -> Path:
     """``../shared/realdata`` beside the checkout; tests using it skip when it is absent."""

@@ -16,6 +16,7 @@ from birdvision.data.audio import load
 from birdvision.predict import main
 from birdvision.prediction.inputs import find_inputs
 from birdvision.prediction.options import PredictConfig
+from birdvision.prediction.predictor import Predictor
 from birdvision.prediction.run import log_path_for, predict_files
 from birdvision.prediction.tables import RAVEN_COLUMNS, Row, merge_runs, raven_table, top_rows
 from birdvision.prediction.windows import StreamNotes, WindowGrid, stream_windows
@@ -69,15 +70,14 @@ def audio_ckpt(tmp_path_factory, calls) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "audio.ckpt", classes, audio_preprocess(), 1)
 
 
-class FakePredictor:
-    """Stands in for inference.Predictor where only the streaming is under test (no model cost)."""
+class FakePredictor(Predictor):
+    """A Predictor whose engine is a constant, where only the streaming is under test (no model cost)."""
 
     engine = "fake"
-    is_audio = True
 
     def __init__(self, sample_rate: int, clip_seconds: float) -> None:
-        self.classes = ["a", "b"]
-        self.preprocess = {"kind": "audio", "sample_rate": sample_rate, "clip_seconds": clip_seconds}
+        super().__init__(source=Path("fake"), classes=["a", "b"], temperature=1.0,
+                         preprocess={"kind": "audio", "sample_rate": sample_rate, "clip_seconds": clip_seconds})
         self.batches: list[int] = []
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:

@@ -219,3 +219,29 @@ def test_folder_journal_is_not_reused_across_species_lists(tmp_path, call_models
     assert {r["species"] for r in rows_of(out)} <= {"alpha", "beta"}
     assert main([*base, f"species={tmp_path / 'b.txt'}"]) == 0
     assert {r["species"] for r in rows_of(out)} <= {"gamma", "delta"}
+
+
+def test_species_list_keeps_a_silent_window_silent_in_a_no_call_model(tmp_path):
+    """The no-call class stays in the renormalisation: an empty window must not turn into a listed species."""
+    from birdvision.prediction.predictor import Predictor
+
+    class Fixed(Predictor):
+        engine = "fixed"
+
+        def _forward(self, raw):
+            # window 0: nothing (no-call 0.9); window 1: a Blackcap call
+            return np.array([[0.04, 0.03, 0.02, 0.01, 0.90], [0.05, 0.05, 0.80, 0.05, 0.05]], np.float32)[: len(raw)]
+
+    classes = [*CLASSES, "nocall"]
+    p = Fixed(source=tmp_path / "m.onnx", classes=classes, preprocess=audio_preprocess(), temperature=1.0,
+              metadata={"background_class": "nocall"})
+    x = np.zeros((2, p.input_shape[0]), np.float32)
+    p.restrict_species(["EUROPEAN ROBIN", "Blackcap"])
+    assert p.species == ["EUROPEAN ROBIN", "Blackcap"]  # the background class is kept but not listed as a species
+    probs = p.predict_batch(x)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    assert probs[0, 4] > 0.9  # the empty window's mass stayed on no-call, not on the robin
+    rows = p.decide(probs, top_k=3, min_confidence=0.5)
+    assert rows[0] == [] and [s for s, _ in rows[1]] == ["Blackcap"]
+    assert all(s != "nocall" for s, _ in p.predict(x[0], top_k=5))  # never reported, off-list species neither
+    assert {s for s, _ in p.predict(x[0], top_k=5)} == {"EUROPEAN ROBIN", "Blackcap"}

@@ -16,6 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from birdvision.data.audio import AudioError, discover_recordings
 from birdvision.data.audio_augment import AudioAugmentConfig, WaveAugment
+from birdvision.data.background import (
+    BACKGROUND_CLASS,
+    background_folder,
+    relabel_quiet,
+    synthetic_counts,
+    synthetic_noise,
+)
 from birdvision.data.demo_calls import make_demo_calls
 from birdvision.data.manifest import Sample
 from birdvision.data.mel import MelFrontend, SpecAugment
@@ -71,27 +78,84 @@ def audio_preprocess(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def _background_sources(cfg: DictConfig, recordings: list[Sample]) -> tuple[list[Sample], list[tuple[str, str]], bool]:
+    """No-call recordings to add (a background folder, generated noise), what was skipped, and whether no-call
+    windows are wanted at all: not when switched off, nor for a manifest that already holds no-call windows
+    (a run's own manifest.csv, where they were made before)."""
+    nc = cfg.audio.nocall
+    if not nc.enabled or any(r.label == BACKGROUND_CLASS and r.start_s is not None for r in recordings):
+        return [], [], nc.enabled
+    extra: list[Sample] = []
+    skipped: list[tuple[str, str]] = []
+    d = cfg.data
+    if d.background:
+        try:
+            found, problems = background_folder(d.background, valid_fraction=d.valid_fraction,
+                                                test_fraction=d.test_fraction, seed=cfg.seed)
+        except AudioError as e:
+            raise DataSourceError(str(e)) from None
+        extra += found
+        skipped += [(p.path, p.reason) for p in problems]
+    if nc.synthetic:
+        counts = synthetic_counts(nc.synthetic, d.valid_fraction, d.test_fraction)
+        extra += synthetic_noise(counts, seconds=2 * cfg.audio.clip_seconds, sample_rate=cfg.audio.sample_rate,
+                                 seed=cfg.seed)
+    return extra, skipped, True
+
+
 def build_audio_datasets(cfg: DictConfig, found: Discovery, recordings: list[Sample], classes: list[str]):
-    """Windows per split, the training augmentation, and the frontend that runs on each batch."""
+    """Windows per split (species windows, and no-call windows unless ``audio.nocall.enabled=false``), the
+    training augmentation, and the frontend that runs on each batch."""
     from birdvision.data.pipeline import Pipeline
 
     a = cfg.audio
-    windows: list[Sample] = []
     skipped = list(found.skipped)
-    datasets = {}
     aug_cfg = AudioAugmentConfig.from_dict(OmegaConf.to_container(a.augment, resolve=True))  # type: ignore[arg-type]
+    extra, bg_skipped, nocall = _background_sources(cfg, recordings)
+    skipped += bg_skipped
+    per_split: dict[str, list[Sample]] = {}
+    plain: dict[str, list[Sample]] = {}  # the same windows without the quiet ones relabelled
+    n_quiet = 0
     for split in ("train", "valid", "test"):
-        recs = [r for r in recordings if r.split == split and r.start_s is None]
+        hop = a.hop_seconds if split == "train" else a.clip_seconds
+        recs = [r for r in recordings if r.split == split and r.start_s is None and r.label != BACKGROUND_CLASS]
+        bg = [r for r in recordings + extra if r.split == split and r.start_s is None and r.label == BACKGROUND_CLASS]
         pre_windowed = [r for r in recordings if r.split == split and r.start_s is not None]
         report = make_windows(
-            recs, clip_seconds=a.clip_seconds, hop_seconds=a.hop_seconds if split == "train" else a.clip_seconds,
+            recs, clip_seconds=a.clip_seconds, hop_seconds=hop,
             sample_rate=a.sample_rate, min_window_dbfs=a.min_window_dbfs if split == "train" else None,
             highpass_hz=a.highpass_hz,
         )
         log.info("%s windows: %s", split, report.summary())
         skipped += [(p.path, p.reason) for p in report.problems]
         skipped += [(p, "shorter than a window: padded with silence") for p in report.padded]
-        split_windows = report.windows + pre_windowed
+        species = report.windows
+        if nocall and a.nocall.quiet_db is not None and split == "train":
+            species, n = relabel_quiet(species, quiet_db=a.nocall.quiet_db, clip_seconds=a.clip_seconds,
+                                       sample_rate=a.sample_rate, highpass_hz=a.highpass_hz)
+            n_quiet += n
+        bg_report = make_windows(bg, clip_seconds=a.clip_seconds, hop_seconds=hop, sample_rate=a.sample_rate,
+                                 highpass_hz=a.highpass_hz)
+        skipped += [(p.path, p.reason) for p in bg_report.problems]
+        per_split[split] = species + bg_report.windows + pre_windowed
+        plain[split] = report.windows + pre_windowed
+    background = None
+    if nocall:
+        counts = {s: sum(w.label == BACKGROUND_CLASS for w in ws) for s, ws in per_split.items()}
+        if counts["train"]:
+            background = BACKGROUND_CLASS
+            classes = sorted(set(classes) | {BACKGROUND_CLASS})
+            log.info("no-call class %r: %s windows (train/valid/test; %d quiet training windows relabelled, "
+                     "%d background recordings added)", BACKGROUND_CLASS, "/".join(str(counts[s]) for s in per_split),
+                     n_quiet, len(extra))
+        else:
+            log.warning("no no-call window for training (audio.nocall.quiet_db found none, no data.background, "
+                        "audio.nocall.synthetic=0): the model has species classes only and names a species "
+                        "for every window")
+            per_split = plain
+    windows: list[Sample] = []
+    datasets = {}
+    for split, split_windows in per_split.items():
         windows += split_windows
         datasets[split] = AudioWindowDataset(
             split_windows, classes, sample_rate=a.sample_rate, clip_seconds=a.clip_seconds, stereo=a.stereo,
@@ -105,6 +169,7 @@ def build_audio_datasets(cfg: DictConfig, found: Discovery, recordings: list[Sam
     return Pipeline(
         windows, classes, datasets, pre, in_chans=pre["in_chans"], skipped=skipped, origin=found.origin,
         batch_transform=MelFrontend.from_spec(pre["mel"]), train_batch_transform=spec_aug,
+        background_class=background,
     )
 
 

@@ -43,6 +43,7 @@ class Pipeline:
     origin: str = ""
     batch_transform: nn.Module | None = None
     train_batch_transform: nn.Module | None = None
+    background_class: str | None = None  # the no-call class of spectrogram mode (never a prediction), if any
 
 
 def _cap(samples: list[Sample], max_per_class: int | None) -> list[Sample]:

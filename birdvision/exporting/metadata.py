@@ -1,4 +1,9 @@
-"""What travels inside every exported model: classes, preprocessing, provenance, temperature, and ``model.json``.
+"""What travels inside every exported model: classes, preprocessing, provenance, temperature, decisions,
+and ``model.json``.
+
+Decisions are the values chosen on validation data after training: the per-class thresholds
+(``thresholds``), the photo abstention threshold (``abstain``) and the no-call class of a call model
+(``background_class``); they are present only when the checkpoint has them.
 
 Stored as ONNX ``metadata_props`` (string -> string; structured values as JSON) so any
 ONNX Runtime, including onnxruntime-mobile reading the ``.ort`` file, can recover how
@@ -36,7 +41,7 @@ INPUT_KINDS = {
     "waveform": "mono float32 waveform windows [B, T] at the spec's sample rate; mel frontend in the graph",
     "mel": "normalised log-mel float32 [B, C, n_mels, frames] (bare model: mel frontend outside)",
 }
-JSON_KEYS = ("classes", "preprocess")
+JSON_KEYS = ("classes", "preprocess", "thresholds", "abstain")
 
 
 def build_metadata(hp: dict[str, Any], *, input_kind: str, precision: str) -> dict[str, str]:
@@ -54,6 +59,11 @@ def build_metadata(hp: dict[str, Any], *, input_kind: str, precision: str) -> di
         "output": "probabilities: softmax(logits / temperature), float32 [B, num_classes]",
         "precision": precision,
     }
+    for key in ("thresholds", "abstain"):
+        if hp.get(key) is not None:
+            meta[key] = json.dumps(hp[key], allow_nan=False)
+    if hp.get("background_class"):
+        meta["background_class"] = str(hp["background_class"])
     meta["model_json"] = json.dumps(model_card(meta), separators=(",", ":"))
     return meta
 
@@ -71,7 +81,7 @@ def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> onnx.ModelProt
 
 
 def parse_metadata(raw: dict[str, str], source: str | Path = "the model") -> dict[str, Any]:
-    """Metadata strings -> values (classes list, preprocess dict, temperature float).
+    """Metadata strings -> values (classes list, preprocess / thresholds / abstain dicts, temperature float).
 
     A value that does not parse is a :class:`~birdvision.checkpoint.CheckpointError` naming ``source``.
     """
@@ -154,7 +164,8 @@ MODEL_JSON = "model.json"
 MODEL_JSON_FORMAT = "birdvision-model/1"
 # metadata entries the card shows in its own sections; any other entry is copied under "metadata"
 _CARD_KEYS = {"birdvision_version", "backbone", "recipe", "manifest_digest", "temperature", "classes", "preprocess",
-              "input_kind", "input_description", "output", "precision", "model_json"}
+              "input_kind", "input_description", "output", "precision", "model_json", "thresholds", "abstain",
+              "background_class"}
 _RESIZE_FILTERS = {
     "bilinear": "bilinear, antialiased: when shrinking, a triangle kernel widened by the scale factor (Pillow's "
                 "BILINEAR filter, without its rounding to uint8 between the two passes); taps outside the photo "
@@ -289,7 +300,27 @@ def model_card(meta: dict[str, str]) -> dict[str, Any]:
         "model": {"backbone": meta.get("backbone", ""), "recipe": meta.get("recipe", ""),
                   "precision": meta.get("precision", ""), "manifest_digest": meta.get("manifest_digest", ""),
                   "birdvision_version": meta.get("birdvision_version", "")},
+        "decisions": _decisions_card(meta, classes),
         "metadata": {k: _json_or_str(v) for k, v in meta.items() if k not in _CARD_KEYS},
+    }
+
+
+def _decisions_card(meta: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+    """How an app turns probabilities into answers, as predict does (values chosen on validation data)."""
+    from birdvision.prediction.tables import DEFAULT_MIN_CONFIDENCE  # numpy only; the rule's one home
+
+    th = _json_or_str(meta["thresholds"]) if meta.get("thresholds") else None
+    ab = _json_or_str(meta["abstain"]) if meta.get("abstain") else None
+    bg = meta.get("background_class") or None
+    return {
+        "rule": "report a label when its probability >= its threshold (thresholds.values, in label order; null: "
+                "default_threshold); never report background_class; a photo whose largest probability is below "
+                "abstain.threshold is 'unknown'. With a species list, set the other labels' probabilities to 0 "
+                "(keep background_class) and divide by the sum of the kept ones before applying the thresholds.",
+        "default_threshold": DEFAULT_MIN_CONFIDENCE,
+        "thresholds": th,
+        "abstain": ab,
+        "background_class": bg if bg in classes else None,
     }
 
 

@@ -36,9 +36,11 @@ class PredictConfig:
     species_renormalise: bool = True  # with species=: probabilities sum to 1 over the list (softmax of the listed
     #                                   classes); false keeps the model's own, so a low confidence means "off the list"
     top_k: int | None = None  # species per window / photo; null = 1 for recordings, 5 for photos
-    min_confidence: float = 0.1  # rows below this are left out (ranks 2..top_k; see always_top1)
-    always_top1: bool = True  # write every window's / photo's best species even below min_confidence,
-    #                           so the table covers the whole recording and a quiet stretch is visible as such
+    min_confidence: float | None = None  # a species' row needs this probability; null = each class's threshold
+    #                                      stored with the model (chosen on validation, threshold.fpr), else 0.1
+    always_top1: bool | None = None  # write every window's / photo's best species even when nothing passes (a best
+    #                                  guess); null = false for recordings (a window with no call gives no row),
+    #                                  true for photos (false: a photo the model abstains on is "unknown")
     overlap_seconds: float = 0.0  # overlap of consecutive windows (0 = back to back; must be < the window length)
     merge: bool = False  # one row per run of consecutive windows with the same species (max confidence)
     raven: str | None = None  # also write a Raven selection table here (recordings only)
@@ -63,7 +65,7 @@ def check_options(cfg: Any) -> None:
 
     if cfg.top_k is not None and cfg.top_k < 1:
         raise bad("top_k", "an integer >= 1 (or null for the default)")
-    if not (finite(cfg.min_confidence) and 0.0 <= cfg.min_confidence <= 1.0):
+    if cfg.min_confidence is not None and not (finite(cfg.min_confidence) and 0.0 <= cfg.min_confidence <= 1.0):
         raise bad("min_confidence", "a number in [0, 1]")
     if not 1 <= cfg.batch_size <= MAX_BATCH:
         raise bad("batch_size", f"an integer in [1, {MAX_BATCH}]")

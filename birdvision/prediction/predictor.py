@@ -25,7 +25,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from birdvision.prediction.tables import DEFAULT_MIN_CONFIDENCE, top_rows
+
 EXPORT_SUFFIXES = (".onnx", ".ort")
+UNKNOWN = "unknown"  # the answer for a photo the model abstains on
 
 
 class InferenceError(ValueError):
@@ -64,6 +67,16 @@ class Predictor:
         self.species_mask: np.ndarray | None = None  # restrict_species(): the listed classes
         self.species_renormalise = True
         self.resizes = bool(resizes) and not self.is_audio  # the engine takes photos of any size
+        # Decisions chosen on validation after training (absent from older models): the no-call class is
+        # never reported; a species is reported at or above its threshold; a photo is "unknown" below abstain.
+        self.background_class: str | None = self.metadata.get("background_class") or None
+        self._skip = [self.classes.index(self.background_class)] if self.background_class in self.classes else []
+        th = self.metadata.get("thresholds") or {}
+        values = th.get("values") if isinstance(th, dict) else None
+        self.thresholds: np.ndarray | None = (np.array([np.nan if v is None else float(v) for v in values])
+                                              if values else None)
+        ab = self.metadata.get("abstain") or {}
+        self.abstain_threshold: float | None = float(ab["threshold"]) if isinstance(ab, dict) and "threshold" in ab else None
         if self.is_audio:
             self.input_shape: tuple[int | None, ...] = (clip_samples(self.preprocess),)
         elif self.resizes:
@@ -89,7 +102,9 @@ class Predictor:
     @property
     def species(self) -> list[str] | None:
         """The classes a species list restricts answers to (model order), or None when unrestricted."""
-        return None if self.species_mask is None else [self.classes[i] for i in np.flatnonzero(self.species_mask)]
+        if self.species_mask is None:
+            return None
+        return [self.classes[i] for i in np.flatnonzero(self.species_mask) if i not in self._skip]
 
     # ------------------------------------------------------------------ public API
     def restrict_species(self, species: str | Path | Sequence[str] | None, *, renormalise: bool = True) -> Predictor:
@@ -99,22 +114,50 @@ class Predictor:
         :class:`~birdvision.prediction.species.SpeciesListError` naming the closest class. ``predict_batch``
         then gives 0 to every species off the list and, with ``renormalise`` (default), divides by the
         listed species' total so each row sums to 1 over the list (see :mod:`birdvision.prediction.species`).
+        A no-call model's background class stays in that total (listed, never reported): otherwise an empty
+        window's mass would move onto the listed species and silence would become a call.
         Returns the predictor itself.
         """
         from birdvision.prediction.species import load_species_list
 
-        self.species_mask = None if species is None else load_species_list(species, self.classes)
+        mask = None if species is None else load_species_list(species, self.classes)
+        if mask is not None:
+            mask[self._skip] = True
+        self.species_mask = mask
         self.species_renormalise = bool(renormalise)
         return self
 
-    def predict(self, item: Any, top_k: int = 5) -> list[tuple[str, float]]:
-        """The ``top_k`` (species, probability) pairs for one photo / waveform window (a path or an array);
-        with a species list, only listed species."""
-        from birdvision.prediction.species import listed
+    def skipped(self) -> list[int]:
+        """Class indices never written: the no-call class and, with a species list, every species off it."""
+        off = [] if self.species_mask is None else np.flatnonzero(~self.species_mask).tolist()
+        return sorted(set(self._skip) | set(off))
 
-        probs, names = listed(self.predict_batch([item]), self.classes, self.species_mask)
-        order = np.argsort(-probs[0], kind="stable")[: max(1, int(top_k))]
-        return [(names[i], float(probs[0, i])) for i in order]
+    def predict(self, item: Any, top_k: int = 5) -> list[tuple[str, float]]:
+        """The ``top_k`` (species, probability) pairs for one photo / waveform window (a path or an array), by
+        probability alone (no thresholds; the no-call class and species off a species list left out): see
+        :meth:`decide` for what predict writes."""
+        probs = self.predict_batch([item])[0]
+        skip = set(self.skipped())
+        order = [i for i in np.argsort(-probs, kind="stable") if i not in skip][: max(1, int(top_k))]
+        return [(self.classes[i], float(probs[i])) for i in order]
+
+    def decide(self, probs: np.ndarray, *, top_k: int, min_confidence: float | None = None,
+               always_top1: bool | None = None) -> list[list[tuple[str, float]]]:
+        """What predict writes for each row of ``probs`` (from :meth:`predict_batch`): the same step for every engine.
+
+        A species is reported when its probability reaches its threshold: ``min_confidence`` for every class
+        when given, else the class's threshold stored with the model (chosen on validation data), else
+        :data:`DEFAULT_MIN_CONFIDENCE`. The no-call class is never reported. ``always_top1`` (default: false for
+        recordings, true for photos) writes the best species even when nothing passes. Otherwise a window where
+        nothing passes gets no row, and a photo gets one :data:`UNKNOWN` row, as does a photo whose best
+        probability is under the model's abstention threshold.
+        """
+        audio = self.is_audio
+        return top_rows(
+            probs, self.classes, top_k=top_k, always_top1=(not audio) if always_top1 is None else bool(always_top1),
+            min_confidence=DEFAULT_MIN_CONFIDENCE if min_confidence is None else float(min_confidence),
+            thresholds=self.thresholds if min_confidence is None else None, skip=self.skipped(),
+            abstain=None if audio else self.abstain_threshold, unknown=None if audio else UNKNOWN)
 
     def predict_batch(self, batch: np.ndarray | Sequence[Any]) -> np.ndarray:
         """Probabilities ``[B, num_classes]`` for a batch.

@@ -34,8 +34,14 @@ from birdvision.prediction.inputs import Inputs, find_inputs
 from birdvision.prediction.journal import Journal, Record, file_sha256, journal_path_for, result_settings
 from birdvision.prediction.options import check_options
 from birdvision.prediction.prefetch import prefetch
-from birdvision.prediction.species import listed
-from birdvision.prediction.tables import Row, merge_runs, predictions_csv, raven_table, top_rows, write_table
+from birdvision.prediction.tables import (
+    DEFAULT_MIN_CONFIDENCE,
+    Row,
+    merge_runs,
+    predictions_csv,
+    raven_table,
+    write_table,
+)
 from birdvision.prediction.windows import StreamNotes, WindowGrid, stream_windows
 from birdvision.runs import RunError, find_checkpoint
 
@@ -235,10 +241,9 @@ class _Collector:
         self.waiting: list[_Finished] = []
 
     def run(self, batch: _Batch) -> None:
-        probs, classes = listed(self.predictor.predict_batch(batch.x), self.predictor.classes,
-                                getattr(self.predictor, "species_mask", None))  # a species list: rank listed ones
-        picked = top_rows(probs, classes, top_k=self.top_k, min_confidence=self.cfg.min_confidence,
-                          always_top1=self.cfg.always_top1)
+        probs = self.predictor.predict_batch(batch.x)
+        picked = self.predictor.decide(probs, top_k=self.top_k, min_confidence=self.cfg.min_confidence,
+                                       always_top1=self.cfg.always_top1)
         for meta, pairs in zip(batch.meta, picked, strict=True):
             i = meta[0]
             rows = self.rows[i] if self.rows[i] is not None else []
@@ -346,6 +351,14 @@ def _journal_key(path: Path, root: Path | None) -> str:
     return str(path)
 
 
+def thresholds_in_use(predictor: Any) -> str:
+    """What a row's threshold is when ``min_confidence`` is not given, for the run log."""
+    th = predictor.metadata.get("thresholds") if isinstance(getattr(predictor, "metadata", None), dict) else None
+    if not th:
+        return f"{DEFAULT_MIN_CONFIDENCE} (the model stores no thresholds)"
+    return f"per class (the model's, {th.get('target')}={th.get('target_value')} on {th.get('split')})"
+
+
 def log_path_for(output: str | Path) -> Path:
     """The run log beside the table: ``predictions.csv`` -> ``predictions.log``."""
     p = Path(output)
@@ -360,8 +373,10 @@ def run_log(result: PredictResult, predictor: Any, cfg: Any, *, load_s: float) -
         f"model: {cfg.model} ({getattr(predictor, 'engine', '?')}, {len(predictor.classes)} classes, {kind})",
         f"input: {cfg.input}",
         f"output: {cfg.output}" + (f", raven: {cfg.raven}" if cfg.raven else ""),
-        f"settings: top_k={cfg.top_k or (1 if result.audio else 5)} min_confidence={cfg.min_confidence} "
-        f"always_top1={cfg.always_top1} merge={cfg.merge} batch_size={cfg.batch_size} threads={cfg.threads}"
+        f"settings: top_k={cfg.top_k or (1 if result.audio else 5)} min_confidence="
+        f"{cfg.min_confidence if cfg.min_confidence is not None else thresholds_in_use(predictor)} "
+        f"always_top1={cfg.always_top1 if cfg.always_top1 is not None else not result.audio} merge={cfg.merge} "
+        f"batch_size={cfg.batch_size} threads={cfg.threads}"
         + (f" overlap_seconds={cfg.overlap_seconds} block_seconds={cfg.block_seconds}" if result.audio else ""),
         f"files: {len(result.predicted)} predicted ({len({f for f, _ in result.warned})} with warnings), "
         f"{len(result.skipped)} skipped, {len(result.passed_over)} passed over by name"

@@ -49,8 +49,7 @@ from birdvision.artifacts import write_text
 from birdvision.data.audio import AudioError, input_span, read_range
 from birdvision.prediction import PredictError
 from birdvision.prediction.prefetch import prefetch
-from birdvision.prediction.species import listed
-from birdvision.prediction.tables import Row, predictions_csv, raven_band, raven_table, top_rows
+from birdvision.prediction.tables import Row, predictions_csv, raven_band, raven_table
 from birdvision.prediction.windows import StreamNotes, WindowGrid
 
 log = logging.getLogger("birdvision.predict")
@@ -341,13 +340,11 @@ def predict_stream(predictor: Any, cfg: Any, source: BinaryIO, out: TextIO, resu
     windows = stream_windows_pcm(read_pcm(source, spec, pcm_notes, coalesce_bytes=coalesce), spec, grid,
                                  highpass_hz=pre.get("highpass_hz"), notes=notes)
     top_k = cfg.top_k or 1
-    mask = getattr(predictor, "species_mask", None)
     t0 = time.perf_counter()
     try:
         for meta, x in prefetch(_batches(windows, int(cfg.batch_size)), depth=int(cfg.prefetch)):
-            probs, classes = listed(predictor.predict_batch(x), predictor.classes, mask)
-            picked = top_rows(probs, classes, top_k=top_k, min_confidence=cfg.min_confidence,
-                              always_top1=cfg.always_top1)
+            picked = predictor.decide(predictor.predict_batch(x), top_k=top_k, min_confidence=cfg.min_confidence,
+                                      always_top1=cfg.always_top1)
             rows = [Row(STREAM_NAME, sp, c, round(s / sr, 6), round((s + v) / sr, 6))
                     for (s, v), pairs in zip(meta, picked, strict=True) for sp, c in pairs]
             try:
@@ -433,12 +430,16 @@ def run_stream(cfg: Any, *, source: BinaryIO | None = None, out: TextIO | None =
 
 def stream_log(result: StreamResult, predictor: Any, cfg: Any, *, load_s: float) -> str:
     """The run log of a stream: settings, what arrived, warnings, speed."""
+    from birdvision.prediction.run import thresholds_in_use
+
     lines = [
         f"birdvision predict, {datetime.now().isoformat(timespec='seconds')}",
         f"model: {cfg.model} ({getattr(predictor, 'engine', '?')}, {len(predictor.classes)} classes, recordings)",
         f"input: standard input ({result.spec.describe()})",
         f"output: {cfg.output}" + (f", raven: {cfg.raven}" if cfg.raven else ""),
-        f"settings: top_k={cfg.top_k or 1} min_confidence={cfg.min_confidence} always_top1={cfg.always_top1} "
+        f"settings: top_k={cfg.top_k or 1} min_confidence="
+        f"{cfg.min_confidence if cfg.min_confidence is not None else thresholds_in_use(predictor)} "
+        f"always_top1={bool(cfg.always_top1)} "
         f"batch_size={cfg.batch_size} threads={cfg.threads} overlap_seconds={cfg.overlap_seconds}",
         f"rows: {result.rows_written} from {result.items} windows",
         f"audio: {result.audio_seconds:.1f} s in {result.predict_s:.2f} s (model load {load_s:.2f} s)",

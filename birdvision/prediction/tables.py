@@ -29,19 +29,39 @@ class Row:
     end_s: float | None = None
 
 
-def top_rows(probs: np.ndarray, classes: Sequence[str], *, top_k: int, min_confidence: float,
-             always_top1: bool) -> list[list[tuple[str, float]]]:
+DEFAULT_MIN_CONFIDENCE = 0.1  # a species' threshold when neither the model nor the caller gives one
+
+
+def top_rows(probs: np.ndarray, classes: Sequence[str], *, top_k: int, min_confidence: float = 0.0,
+             always_top1: bool, thresholds: np.ndarray | None = None, skip: Sequence[int] = (),
+             abstain: float | None = None, unknown: str | None = None) -> list[list[tuple[str, float]]]:
     """Per input row of ``probs [B, K]``: the (species, confidence) pairs to write, best first.
 
-    Up to ``top_k`` species at or above ``min_confidence``; with ``always_top1`` the best one
-    is kept even below it, so every window or photo appears in the table.
+    Up to ``top_k`` species that reach their threshold: ``thresholds[j]`` per class when given (NaN: no
+    threshold, ``min_confidence`` instead), else ``min_confidence``. Classes in ``skip`` (the no-call class)
+    are never written. An item whose best probability is under ``abstain`` passes nothing. With
+    ``always_top1`` the best species is written first even when it does not pass (a best guess); otherwise an
+    item that passes nothing gets one row ``unknown`` (photos; its confidence is the best probability) or,
+    with ``unknown=None``, no row (a silent window).
     """
-    k = max(1, min(int(top_k), probs.shape[1]))
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    probs = np.asarray(probs)
+    n_classes = probs.shape[1]
+    thr = np.full(n_classes, float(min_confidence))
+    if thresholds is not None:
+        thr = np.where(np.isnan(thresholds), thr, thresholds)
+    ranked = probs.astype(np.float64, copy=True)
+    skip = [int(j) for j in skip]
+    ranked[:, skip] = -np.inf
+    k = max(1, min(int(top_k), n_classes - len(skip)))
+    order = np.argsort(-ranked, axis=1, kind="stable")[:, :k]
     out = []
     for i, idx in enumerate(order):
+        best = float(probs[i, idx[0]])
+        accepted = abstain is None or best >= abstain
         picked = [(classes[j], float(probs[i, j])) for r, j in enumerate(idx)
-                  if probs[i, j] >= min_confidence or (r == 0 and always_top1)]
+                  if (accepted and probs[i, j] >= thr[j]) or (r == 0 and always_top1)]
+        if not picked and unknown is not None:
+            picked = [(unknown, best)]
         out.append(picked)
     return out
 

@@ -97,7 +97,7 @@ def _cards(items: list[tuple[str, Any]]) -> str:
         if v is None:
             continue
         # Rates (accuracies, precision, recall, F1, ECE) read best as percentages; counts and T do not.
-        is_rate = isinstance(v, float) and 0 <= v <= 1 and k not in ("temperature",)
+        is_rate = isinstance(v, float) and 0 <= v <= 1 and k not in ("temperature",) and "AUROC" not in k
         text = f"{v * 100:.1f} %" if is_rate else _num(v)
         cells.append(f"<div class='card'><div class='v'>{_esc(text)}</div><div class='k'>{_esc(k)}</div></div>")
     return f"<div class='cards'>{''.join(cells)}</div>"
@@ -167,6 +167,21 @@ def _eval_section(d: Path) -> str:
     parts.append("<h3>Most-confused pairs</h3>" + csv_table(d / "confused_pairs.csv", limit=15))
     parts.append("<h3>Per-class results (weakest first)</h3>"
                  + csv_table(d / "per_class.csv", limit=30, sort_key="f1", ascending=True))
+    if (d / "thresholds.csv").is_file():
+        parts.append(f"<h3>Per-class thresholds ({_esc(m.get('thresholds/target', ''))}="
+                     f"{_esc(m.get('thresholds/target_value', ''))} chosen on valid, measured here)</h3>")
+        parts.append(_cards([("false-positive rate (pooled)", m.get("thresholds/fpr_pooled")),
+                             ("largest class FPR", m.get("thresholds/fpr_max")),
+                             ("macro recall", m.get("thresholds/recall_macro")),
+                             ("no-call windows silent", m.get("thresholds/background_silent")),
+                             ("classes on the global threshold", m.get("thresholds/classes_global"))]))
+        parts.append(csv_table(d / "thresholds.csv", limit=40, sort_key="fpr", ascending=False))
+    if (d / "abstention.csv").is_file():
+        parts.append(f"<h3>Abstention ({_esc(m.get('abstain/score', ''))} after temperature; \"unknown\" below the "
+                     "threshold)</h3>")
+        parts.append(_cards([(f"AUROC vs {k.removeprefix('abstain/auroc_')} images", v) for k, v in m.items()
+                             if k.startswith("abstain/auroc_")]))
+        parts.append(csv_table(d / "abstention.csv"))
     parts.append("<h3>Top losses</h3>" + _img_file(d / "top_losses.png", "top losses"))
     parts.append("<details><summary>all metrics</summary>" + kv_table({k: v for k, v in m.items() if k != "outputs"})
                  + "</details>")
