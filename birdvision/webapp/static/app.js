@@ -110,13 +110,20 @@ async function decodePhoto(file) {
   return { rgb, w, h };
 }
 
+// FNV-1a (32 bit) of the pixels fed to the model: lets a test or another app check it decodes the same pixels.
+function fnv1a(bytes) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0');
+}
+
 async function classifyPhoto(file) {
   const { rgb, w, h } = await decodePhoto(file);
   const input = new ort.Tensor('uint8', rgb, [1, h, w, 3]);
   const out = await state.session.run({ [state.session.inputNames[0]]: input });
   const probs = Array.from(out[state.session.outputNames[0]].data);
   const top = ranked(probs, 1)[0];
-  return { file: file.name, kind: 'photo', width: w, height: h, top1: state.card.labels[top],
+  return { file: file.name, kind: 'photo', width: w, height: h, pixels_fnv1a: fnv1a(rgb), top1: state.card.labels[top],
            top1_probability: probs[top], reported: decide(probs, true), probabilities: probs };
 }
 
@@ -269,6 +276,13 @@ function show(file, result) {
     const answer = document.createElement('p');
     answer.className = 'answer';
     answer.textContent = result.reported.map(([l, p]) => `${l} (${(p * 100).toFixed(1)}%)`).join(', ');
+    if (result.reported[0][0] === 'unknown') { // say why: under the abstention threshold, or no label passes
+      const ab = state.card.decisions?.abstain?.threshold;
+      answer.title = ab !== undefined && ab !== null && result.top1_probability < ab
+        ? `best guess ${result.top1}, under the abstention threshold ${(ab * 100).toFixed(1)}%`
+        : `best guess ${result.top1}, under its threshold`;
+      answer.textContent += ` · best guess ${result.top1}`;
+    }
     card.append(img, answer, bars(result.probabilities));
   } else {
     const table = document.createElement('table');
