@@ -24,6 +24,7 @@ Measured bounds (Chromium 150, onnxruntime-web 1.30, the tiny test models):
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -255,3 +256,46 @@ def test_page_classifies_recordings_window_by_window_like_predict(tmp_path):
     assert worst[same_rate.name] <= WAV_BOUND and worst[stereo.name] <= RESAMPLED_BOUND
     assert len(page[same_rate.name]["windows"]) == 4 and page[same_rate.name]["windows"][-1]["end_s"] == 3.4
     assert page["photo.png"]["error"] == "photo.png: not a recording this browser can decode (this model classifies calls)"
+
+
+# ----------------------------------------------------------------------------- real photos
+
+
+@pytest.mark.realdata
+def test_page_on_real_photos_agrees_with_predict(realdata, tmp_path):
+    """The page on real test photos (``BIRDVISION_WEB_EXPORT``: an export folder; ``BIRDVISION_WEB_N`` photos,
+    default 50, spread over the species): writes ``browser.csv`` (``file,species``: app_parity's
+    ``browser_csv=``, also to ``BIRDVISION_WEB_CSV`` when set) and checks the agreement through app_parity."""
+    tools = browser_tools()
+    export = os.environ.get("BIRDVISION_WEB_EXPORT")
+    if not export or not (Path(export) / "model.onnx").is_file():
+        pytest.skip("set BIRDVISION_WEB_EXPORT to an export folder (model.onnx + model.json) of a photo model")
+    from birdvision.exporting.app_parity import app_parity, photo_samples
+    from birdvision.exporting.metadata import read_model_json
+
+    export = Path(export)
+    classes = read_model_json(export)["labels"]
+    samples, origin = photo_samples(realdata / "photos", ["test"], classes)
+    n = int(os.environ.get("BIRDVISION_WEB_N", "50"))
+    step = max(1, len(samples) // n)
+    samples = samples[::step][:n]  # every step-th photo: all species, not the first few folders
+    out = run_page(tools, export, [[s.path for s in samples]], tmp_path / "webapp_real.png")
+    assert len(out["results"]) == len(samples)
+    csv_path = Path(os.environ.get("BIRDVISION_WEB_CSV") or tmp_path / "browser.csv")
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "species", "confidence"])
+        for s, r in zip(samples, out["results"], strict=True):  # the page answers in the order it was given
+            assert r["file"] == s.path.name and "error" not in r, r
+            w.writerow([str(s.path), r["top1"], f"{r['top1_probability']:.6f}"])
+    from birdvision.data.image_io import load_rgb
+
+    same = sum(r["pixels_fnv1a"] == fnv1a(np.asarray(load_rgb(s.path))) for s, r in zip(samples, out["results"],
+                                                                                         strict=True))
+    rep = app_parity(export / "model.onnx", samples, platforms="pillow,browser", browser_csv=str(csv_path),
+                     origin=origin)
+    b = rep["platforms"]["browser"]
+    print(f"\nreal photos: {rep['n']} from {origin}; browser top-1 agreement with predict {b['top1_agreement']:.4f} "
+          f"(accuracy {b['accuracy']['all']}, predict's {rep['reference']['accuracy']['all']}); pixels equal to "
+          f"Pillow's in {same}/{len(samples)}; CSV {csv_path}")
+    assert b["undecodable"] == 0 and b["top1_agreement"] >= 0.99
