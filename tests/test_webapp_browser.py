@@ -17,8 +17,8 @@ Measured bounds (Chromium 150, onnxruntime-web 1.30, the tiny test models):
   :data:`JPEG_BOUND` = 2e-3 allows that and nothing bigger (a wrong orientation, colour profile
   conversion or alpha handling moves p by far more).
 - Recordings at the model's rate: the same samples, the high-pass computed in float64 against
-  birdvision's float32: max |Δp| 8.9e-8, bound :data:`WAV_BOUND`. A 44.1 kHz stereo file is
-  resampled by Chromium's decoder instead of birdvision's polyphase filter: max |Δp| 1.8e-4, bound
+  birdvision's float32: max |Δp| 3.0e-7, bound :data:`WAV_BOUND`. A 44.1 kHz stereo file is
+  resampled by Chromium's decoder instead of birdvision's polyphase filter: max |Δp| 1.9e-3, bound
   :data:`RESAMPLED_BOUND`, and the same top-1 in every window.
 """
 
