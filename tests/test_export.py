@@ -394,3 +394,19 @@ def test_int8_activations_follow_the_backbone_spec_unless_asked(run_dir, exporte
     assert main([f"ckpt={run_dir}", "format=int8", f"output_dir={tmp_path / 'u8'}", "parity.max_acc_drop=0.5",
                  "calibration.symmetric_activations=false"]) == 0
     assert _activation_zero_point_types(tmp_path / "u8" / "model.int8.onnx") == {onnx.TensorProto.UINT8}
+
+
+def _dequantized_weights(path) -> list[bool]:
+    """For each Conv/Gemm/MatMul in graph order: is its weight the output of a DequantizeLinear (quantized)?"""
+    model = onnx.load(str(path))
+    made_by = {o: n.op_type for n in model.graph.node for o in n.output}
+    return [made_by.get(n.input[1]) == "DequantizeLinear" for n in model.graph.node
+            if n.op_type in ("Conv", "Gemm", "MatMul")]
+
+
+def test_int8_keeps_the_first_convolution_and_the_classifier_float_unless_asked(run_dir, exported, tmp_path):
+    default = _dequantized_weights(exported / "model.int8.onnx")
+    assert len(default) >= 3 and not default[0] and not default[-1] and all(default[1:-1])
+    assert main([f"ckpt={run_dir}", "format=int8", f"output_dir={tmp_path / 'all'}", "parity.max_acc_drop=0.5",
+                 "calibration.keep_ends_float=false"]) == 0
+    assert all(_dequantized_weights(tmp_path / "all" / "model.int8.onnx"))

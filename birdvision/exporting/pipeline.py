@@ -123,7 +123,7 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
             sym = get_spec(meta["backbone"]).int8_symmetric_activations
         log.info("INT8: %s activations, per-channel signed weights", "signed symmetric (S8S8)" if sym else "unsigned (U8S8)")
         qnet = quantize_int8(net, calib_net, method=cfg.calibration.method, batch_size=cfg.calibration.batch_size,
-                             symmetric_activations=sym)
+                             symmetric_activations=sym, keep_ends_float=cfg.calibration.keep_ends_float)
         save_and_gate("int8", "model.int8.onnx", graphs.compose(pre, qnet, post), "int8", full_kind)
     if "fp16" in formats:
         from birdvision.exporting.variants import convert_fp16
@@ -291,7 +291,7 @@ def _tensorrt(res: ExportResult, cfg: Any, meta: dict[str, Any], net, post, cali
     _gate_file(res, "trt_fp32", save("model.trt.onnx", graphs.compose(None, net, post), "fp32"), "fp32", kind, ref,
                thresholds, origin, cfg)
     qnet = quantize_int8(net, calib_net, method=cfg.calibration.method, symmetric_activations=True,
-                         batch_size=cfg.calibration.batch_size)
+                         batch_size=cfg.calibration.batch_size, keep_ends_float=cfg.calibration.keep_ends_float)
     _gate_file(res, "trt_int8", save("model.trt.int8.onnx", graphs.compose(None, qnet, post), "int8"), "int8", kind,
                ref, thresholds, origin, cfg)
     trt_mod.write_calibration(calib_net, out / "trt_calib", cfg.calibration.batch_size)
