@@ -81,9 +81,11 @@ def run_page(tools: dict[str, str], model_dir: Path, selections: list[list[Path]
     serve_in_thread(server)
     try:
         opts = {"url": url_of(server), "files": [[str(f) for f in s] for s in selections],
-                "chromium": tools["chromium"], "screenshot": str(screenshot), "timeout_ms": 120_000}
+                "chromium": tools["chromium"], "screenshot": str(screenshot),
+                # a real model on 2 cores answers a few photos a second: the wait grows with the files chosen
+                "timeout_ms": 120_000 + 1_000 * sum(len(s) for s in selections)}
         proc = subprocess.run([tools["node"], str(DRIVER), json.dumps(opts)], capture_output=True, text=True,
-                              timeout=300, env={**os.environ, "NODE_PATH": tools["node_modules"]})
+                              timeout=300 + 2 * sum(len(s) for s in selections), env={**os.environ, "NODE_PATH": tools["node_modules"]})
     finally:
         server.shutdown()
         server.server_close()
