@@ -42,11 +42,14 @@ from birdvision.timing import Timing, paired_ratio, pin_threads, sample
 
 log = logging.getLogger("birdvision.bench")
 
-ENGINES = ("torch", "ort_fp32", "ort_bare", "ort_int8", "ort_fp16")
+DEFAULT_ENGINES = ("torch", "ort_fp32", "ort_bare", "ort_int8", "ort_fp16")
+# phone runtimes (optional extras birdvision[litert] / birdvision[executorch]): asked for by name
+PHONE_ENGINES = {"tflite": "tflite", "pte": "pte"}  # engine -> export format
+ENGINES = (*DEFAULT_ENGINES, *PHONE_ENGINES)
 ENGINE_FILES = {"ort_fp32": "model.onnx", "ort_bare": "model.bare.onnx", "ort_int8": "model.int8.onnx",
-                "ort_fp16": "model.fp16.onnx"}
+                "ort_fp16": "model.fp16.onnx", "tflite": "model.tflite", "pte": "model.pte"}
 ENGINE_PARITY = {"ort_fp32": "parity.json", "ort_bare": "parity.bare.json", "ort_int8": "parity.int8.json",
-                 "ort_fp16": "parity.fp16.json"}
+                 "ort_fp16": "parity.fp16.json", "tflite": "parity.tflite.json", "pte": "parity.pte.json"}
 USER_ERRORS = (ConfigError, ExportError, CheckpointError, RunError, ManifestError, OutputError)
 
 
@@ -56,7 +59,7 @@ class BenchConfig:
 
     model: str | None = None  # a checkpoint, a run folder, or an exported .onnx/.ort file
     compare: list[str] = field(default_factory=list)  # several checkpoints/run folders -> the study table
-    engines: str = ",".join(ENGINES)
+    engines: str = ",".join(DEFAULT_ENGINES)  # also tflite, pte (LiteRT / ExecuTorch, their extras installed)
     threads: int = 2  # intra-op threads for every engine (pinned)
     batch: int = 16  # throughput batch size
     iters: int = 30  # timed batch-1 calls per round (throughput batches: an eighth, at least 3)
@@ -115,6 +118,8 @@ def _calls(engine: str, target: str, batch_sizes: tuple[int, ...], threads: int)
 
         return {b: (lambda x=torch.from_numpy(rng.standard_normal((b, *shape), dtype=np.float32)): torch_call(x))
                 for b in batch_sizes}
+    if engine in PHONE_ENGINES:
+        return _phone_calls(engine, target, batch_sizes, threads, rng)
     from birdvision.exporting.runtime import make_session
 
     providers = None
@@ -134,6 +139,28 @@ def _calls(engine: str, target: str, batch_sizes: tuple[int, ...], threads: int)
         else:
             x = rng.standard_normal((b, *dims), dtype=np.float32)
         out[b] = lambda x=x: sess.run(None, {inp.name: x})
+    return out
+
+
+def _phone_calls(engine: str, target: str, batch_sizes: tuple[int, ...], threads: int,
+                 rng: np.random.Generator) -> dict[int, Any]:
+    """LiteRT / ExecuTorch files take one photo (uint8 ``[1, size, size, 3]``) or window per call, as on a phone:
+    a batch of ``b`` is ``b`` calls. The input size comes from ``model.onnx``'s metadata beside the file."""
+    from birdvision.exporting.phone import example_input, session
+    from birdvision.exporting.runtime import open_export
+
+    onnx_file = Path(target).with_name(ENGINE_FILES["ort_fp32"])
+    _, meta = open_export(onnx_file)
+    example = example_input(dict(meta["preprocess"])).numpy()
+    sess = session(PHONE_ENGINES[engine], Path(target), threads)
+    name = sess.get_inputs()[0].name
+    out = {}
+    for b in batch_sizes:
+        if example.dtype == np.uint8:
+            x = rng.integers(0, 256, (b, *example.shape[1:]), dtype=np.uint8)
+        else:
+            x = rng.standard_normal((b, *example.shape[1:]), dtype=np.float32)
+        out[b] = lambda x=x: sess.run(None, {name: x})
     return out
 
 
@@ -287,7 +314,8 @@ def _export_for(ckpt: Path, export_dir: Path, engines: list[str]) -> None:
     same = (_json_record(info) or {}).get("checkpoint") == str(ckpt)  # a damaged record means: export again
     if same and all(_loads(export_dir / n) for n in need):
         return
-    fmts = ["onnx"] + [f for f, e in (("int8", "ort_int8"), ("fp16", "ort_fp16")) if e in engines]
+    fmts = ["onnx"] + [f for f, e in (("int8", "ort_int8"), ("fp16", "ort_fp16"), ("tflite", "tflite"), ("pte", "pte"))
+                       if e in engines]
     cfg = ExportConfig(ckpt=str(ckpt), format=",".join(fmts), output_dir=str(export_dir))
     try:
         export_checkpoint(cfg)
@@ -295,7 +323,7 @@ def _export_for(ckpt: Path, export_dir: Path, engines: list[str]) -> None:
         log.warning("%s", e)
 
 
-def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[str] = ENGINES,
+def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[str] = DEFAULT_ENGINES,
                          export_dir: str | Path | None = None, threads: int = 2, batch: int = 16, iters: int = 30,
                          isolate: bool = True, rounds: int = 4) -> dict[str, Any]:
     """Export (or reuse the export of) a checkpoint and time it on each engine.

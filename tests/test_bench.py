@@ -74,8 +74,8 @@ def test_cli_writes_bench_json(run_dir, tmp_path):
 
 
 def test_cli_errors(run_dir, capsys):
-    assert main([f"model={run_dir}", "engines=torch,tflite"]) == 2
-    assert "unknown engine(s) ['tflite']" in capsys.readouterr().err
+    assert main([f"model={run_dir}", "engines=torch,coreml"]) == 2
+    assert "unknown engine(s) ['coreml']" in capsys.readouterr().err
     assert main([]) == 2
     assert "give model=PATH" in capsys.readouterr().err
 

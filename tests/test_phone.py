@@ -58,3 +58,12 @@ def test_tflite_and_pte_are_gated_in_their_own_runtimes(run_dir, tmp_path):
         entry = card["files"][name]
         assert entry["input"]["shape"] == [1, 32, 32, 3] and entry["input"]["dynamic_axes"] == []
         assert entry["input_kind"] == "uint8_nhwc" and entry["parity"]["passed"]
+    # bench times both files next to ONNX Runtime (one photo per call, as on a phone), with their gated accuracy
+    from birdvision.bench import benchmark_checkpoint
+
+    res = benchmark_checkpoint(run_dir, engines=("ort_fp32", "tflite", "pte"), export_dir=tmp_path, batch=2,
+                               iters=2, rounds=1, isolate=False)
+    for engine in ("tflite", "pte"):
+        row = res["engines"][engine]
+        assert "skipped" not in row and row["median_ms"] > 0 and row["throughput_ips"] > 0
+        assert row["acc"] == res["engines"]["ort_fp32"]["acc"]  # the same photos, the same answers
