@@ -326,9 +326,13 @@ def _find_preset(preset_dir: str, name: str) -> Path:
         if (d / f"{name}.yaml").is_file():
             return d / f"{name}.yaml"
     known = available_presets(preset_dir)
+    kind = preset_dir[:-1] if preset_dir.endswith("s") else preset_dir
+    if not known:
+        raise ConfigError(f"unknown preset {name!r}: this command ships no named presets; give a YAML file of keys "
+                          "(preset=my_settings.yaml) or the keys themselves")
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"unknown {preset_dir[:-1] if preset_dir.endswith('s') else preset_dir} {name!r}.{hint} Available: {', '.join(known)}")
+    raise ConfigError(f"unknown {kind} {name!r}.{hint} Available: {', '.join(known)}")
 
 
 def schema_keys(schema: Any, prefix: str = "") -> dict[str, Any]:
@@ -418,10 +422,13 @@ def _field_bounds(schema: Any, key: str) -> Bounds | None:
 
 def help_text(schema: Any, *, prog: str, preset_key: str, preset_dir: str, description: str = "") -> str:
     """A --help page listing the presets and every key with its type and default."""
-    lines = [f"usage: python -m {prog} {preset_key}=NAME [key=value ...]", ""]
+    known = available_presets(preset_dir)
+    lines = [f"usage: python -m {prog} {preset_key}=NAME [key=value ...]"
+             if known else f"usage: python -m {prog} [key=value ...] [{preset_key}=FILE.yaml]", ""]
     if description:
         lines += [description, ""]
-    lines.append(f"{preset_key}s ({preset_dir}/): {', '.join(available_presets(preset_dir))}")
+    lines.append(f"{preset_key}s ({preset_dir}/): {', '.join(known)}" if known
+                 else f"{preset_key}=FILE.yaml: keys from a YAML file (no named presets ship for this command)")
     lines += ["", "keys (type = default):"]
     defaults = OmegaConf.structured(schema)
     for key, t in schema_keys(schema).items():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -31,6 +33,10 @@ def run_cli(fn: Callable[[], int | None], user_errors: tuple[type[BaseException]
     except user_errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (``... --help | head``): stop quietly, as Unix tools do
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter flushes stdout at exit
+        return 141
     except OSError as e:  # a write that failed for want of space or permission, wherever it happened
         if (err := write_error(e)) is None:
             raise

@@ -56,3 +56,27 @@ def test_recipe_file_with_typo_is_rejected(tmp_path: Path):
 def test_help_lists_recipes_and_keys():
     text = help_text(FitConfig, prog="birdvision.fit", preset_key="recipe", preset_dir="recipes")
     assert "effnet_b0" in text and "data.image_size" in text and "optim.lr (float)" in text
+
+
+def test_a_command_without_named_presets_does_not_advertise_them(tmp_path):
+    from birdvision.predict import PredictConfig
+
+    text = help_text(PredictConfig, prog="birdvision.predict", preset_key="preset", preset_dir="predict_presets")
+    assert "preset=NAME" not in text and "preset=FILE.yaml" in text
+    with pytest.raises(ConfigError, match="ships no named presets") as e:
+        load_config(PredictConfig, ["preset=fast"], preset_key="preset", preset_dir="predict_presets")
+    assert "Available: " not in str(e.value)
+    settings = tmp_path / "mine.yaml"
+    settings.write_text("top_k: 3\n")  # a YAML file of keys still works
+    cfg = load_config(PredictConfig, [f"preset={settings}"], preset_key="preset", preset_dir="predict_presets")
+    assert cfg.top_k == 3
+
+
+def test_help_piped_into_a_closed_reader_is_quiet():
+    import subprocess
+    import sys
+
+    # the reader exits before the help is written: every write meets a closed pipe
+    r = subprocess.run(f"{sys.executable} -m birdvision.fit --help | true", shell=True, capture_output=True,
+                       text=True, timeout=120)
+    assert "Traceback" not in r.stderr and "BrokenPipeError" not in r.stderr, r.stderr[-1000:]
