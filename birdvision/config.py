@@ -266,6 +266,7 @@ class ThresholdConfig:
 
     fpr: float | None = bounded(0.01, gt=0, lt=1)  # per class: the lowest score whose one-vs-rest false-positive rate on validation is at most this
     precision: float | None = bounded(None, gt=0, le=1)  # instead of fpr: the lowest score whose validation precision is at least this
+    presence_fpr: float | None = bounded(0.01, gt=0, lt=1)  # call models with a no-call class: a window where no species passes still gets its best species when 1 - p(no-call) passes the threshold that lets this share of validation no-call windows through; null = off
     ood_far: float = bounded(0.2, gt=0, lt=1)  # photos: abstain ("unknown") below the max probability that accepts this fraction of generated non-bird images
     ood_images: int = bounded(20, ge=0, le=10000)  # photos: generated non-bird images per kind (10 kinds) to pick on, as many again to measure on; 0 = no abstention
     ood: str | None = None  # photos: a folder of real non-bird (or unknown-species) images, measured in the abstention table

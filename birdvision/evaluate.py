@@ -390,11 +390,15 @@ def _generated_noise(ckpt_path: Path, preprocess: dict[str, Any], temperature: f
     logits, _ = compute_logits(load_classifier(ckpt_path), ds, batch_transform=batch_transform_for(preprocess),
                                batch_size=batch_size, num_workers=0, device=device)
     probs = cal.softmax(logits, temperature)
+    from birdvision.prediction.tables import DEFAULT_MIN_CONFIDENCE, top_rows
+
     values = (chosen or {}).get("values") or [None] * len(classes)
-    thr = np.array([0.1 if v is None else float(v) for v in values])
-    species = np.array([c != background for c in classes])
+    bg = classes.index(background) if background in classes else None
+    rows = top_rows(probs, classes, top_k=1, min_confidence=DEFAULT_MIN_CONFIDENCE, always_top1=False,
+                    thresholds=np.array([np.nan if v is None else float(v) for v in values]),
+                    skip=[] if bg is None else [bg], presence=(chosen or {}).get("presence"), background=bg)
     out: dict[str, Any] = {"nocall/generated_windows": len(waves),
-                           "nocall/generated_silent": float(np.mean(~(probs >= thr)[:, species].any(axis=1)))}
+                           "nocall/generated_silent": float(np.mean([not r for r in rows]))}
     if background in classes:
         out["nocall/generated_top1_nocall"] = float(np.mean(probs.argmax(1) == classes.index(background)))
     return out
@@ -500,7 +504,8 @@ def evaluate_checkpoint(
     chosen = hp.get("thresholds")
     if val_probs is not None:
         chosen = TH.choose_thresholds(val_probs, val_labels, classes, fpr=threshold.fpr, precision=threshold.precision,
-                                      background=background, split="valid")
+                                      background=background, split="valid",
+                                      presence_fpr=getattr(threshold, "presence_fpr", 0.01))
         n_global = sum(b == "global" for b in chosen["basis"])
         log.info("thresholds for %s=%g chosen on %d valid items; %d class(es) on the global threshold %s",
                  chosen["target"], chosen["target_value"], len(val_labels), n_global,
@@ -558,6 +563,19 @@ def evaluate_checkpoint(
         result["top1_species"] = (float(np.mean(preds[species_items] == labels[species_items]))
                                   if species_items.any() else None)
         result["background_class"] = background
+        if chosen and species_items.any():  # what predict writes for the split's call windows (model decisions)
+            from birdvision.prediction.tables import DEFAULT_MIN_CONFIDENCE, top_rows
+
+            bg = classes.index(background)
+            thr = np.array([np.nan if v is None else float(v) for v in chosen["values"]])
+            decided = top_rows(probs_eval[species_items], classes, top_k=1, min_confidence=DEFAULT_MIN_CONFIDENCE,
+                               always_top1=False, thresholds=thr, skip=[bg], presence=chosen.get("presence"),
+                               background=bg)
+            truth = labels[species_items]
+            result["presence/threshold"] = chosen.get("presence")
+            result["presence/call_windows_with_row"] = float(np.mean([bool(r) for r in decided]))
+            result["presence/call_windows_right_species"] = float(np.mean(
+                [bool(r) and r[0][0] == classes[t] for r, t in zip(decided, truth, strict=True)]))
     result.update(noise_info)
     threshold_rows: list[TH.ThresholdRow] = []
     if chosen:
@@ -639,7 +657,7 @@ def run(cfg: Any) -> dict[str, Any]:
     )
     keys = ("split", "items", "top1", "top5", "macro_f1", "ece", "ece_calibrated", "temperature",
             "thresholds/fpr_pooled", "thresholds/recall_macro", "thresholds/background_silent",
-            "nocall/generated_silent", "abstain/threshold",
+            "nocall/generated_silent", "presence/threshold", "presence/call_windows_with_row", "abstain/threshold",
             "abstain/auroc_generated", "abstain/auroc_folder")
     console.print_json(json.dumps({k: result.get(k) for k in keys if k in result}))
     console.print(f"evaluation written to {out}")

@@ -117,7 +117,7 @@ def nocall_run(calls, background_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     args = [*FAST, f"data.root={calls}", f"output_dir={out}", f"data.background={background_dir}",
             "trainer.max_epochs=6", "data.batch_size=8", "optim.lr=0.02", "data.valid_fraction=0.25",
-            "threshold.fpr=0.1", "test_after_fit=false"]
+            "threshold.fpr=0.1", "threshold.presence_fpr=null", "test_after_fit=false"]  # species thresholds alone
     assert fit_main(args) == 0
     (run,) = list((out / "demo_calls").iterdir())
     return run
@@ -175,3 +175,45 @@ def test_onnx_export_carries_the_thresholds_and_decides_the_same(nocall_run, noi
     da, db = a.decide(pa, top_k=3), b.decide(pb, top_k=3)
     assert [[s for s, _ in r] for r in da] == [[s for s, _ in r] for r in db]
     assert any(da) and not all(da)  # some windows give rows, some (the noise) none
+
+
+def test_call_presence_gives_call_windows_rows_and_travels_with_the_model(nocall_run, noise_wav, tmp_path):
+    """Re-chosen with call presence on: windows where no species passes but 1 - p(no-call) does get their best
+    species; the presence threshold is stored in the checkpoint and the export, and both engines apply it."""
+    import shutil
+
+    from birdvision.evaluate import evaluate_checkpoint
+    from birdvision.inference import load
+
+    run = tmp_path / "run"
+    shutil.copytree(nocall_run, run)
+    before = json.loads((nocall_run / "eval" / "metrics.json").read_text())
+    th = {"fpr": 0.1, "precision": None, "presence_fpr": 0.01, "ood_far": 0.2, "ood_images": 0, "ood": None}
+    m = evaluate_checkpoint(run, "valid", tmp_path / "ev", threshold=type("T", (), th)())
+    stored = checkpoint_meta(run)["thresholds"]
+    assert stored["presence"] is not None and stored["presence_fpr"] == 0.01 and "presence" not in \
+        checkpoint_meta(nocall_run)["thresholds"]
+    assert m["presence/threshold"] == stored["presence"] and 0 <= m["presence/call_windows_with_row"] <= 1
+    assert export_main([f"ckpt={run}", "format=onnx", f"output_dir={tmp_path / 'export'}"]) == 0
+    card = json.loads((tmp_path / "export" / "model.json").read_text())
+    assert card["decisions"]["thresholds"]["presence"] == stored["presence"]
+    assert card["decisions"]["background_class"] == BACKGROUND_CLASS
+
+    recs = sorted({w.path for w in read_manifest(run / "manifest.csv") if w.label != BACKGROUND_CLASS})[:3]
+    for engine_model in (run, tmp_path / "export" / "model.onnx"):
+        p, old = load(engine_model), load(nocall_run)
+        assert p.presence == stored["presence"] and old.presence is None
+        bg = p.classes.index(BACKGROUND_CLASS)
+        for rec in recs:
+            y, sr = sf.read(rec, dtype="float32", always_2d=True)
+            assert sr == p.preprocess["sample_rate"]  # generated at the model's rate: no resampling needed here
+            y, n = y.mean(axis=1), p.input_shape[0]
+            x = np.stack([y[i:i + n] for i in range(0, len(y) - n + 1, n)])
+            probs = p.predict_batch(x)
+            rows, rows_old = p.decide(probs, top_k=1), old.decide(old.predict_batch(x), top_k=1)
+            for r, r_old, q in zip(rows, rows_old, probs, strict=True):
+                if r_old:  # a species passing its threshold is written with or without presence
+                    assert r
+                present = 1 - q[bg] >= p.presence
+                assert bool(r) == (bool(r_old) or present)  # presence adds exactly the windows it should
+    assert before["nocall/generated_silent"] >= 0.9

@@ -122,3 +122,34 @@ def test_abstention_threshold_meets_its_false_accept_target():
     assert rows[0]["generated_accepted"] <= 0.05 and rows[0]["known_accepted"] > 0.8
     assert aurocs["generated"] > 0.9
     assert choose_abstention(known, np.zeros(0), 0.05, ood_source="none") is None
+
+
+def test_call_presence_gives_a_weak_species_model_rows_for_calls_and_keeps_noise_silent():
+    """A species model near chance still knows a call from an empty window: presence = 1 - p(no-call)."""
+    from birdvision.prediction.tables import top_rows
+
+    rng = np.random.default_rng(3)
+    classes = ["a", "b", "c", "d", "nocall"]
+
+    def windows(n: int, call: bool) -> np.ndarray:
+        z = rng.normal(0, 0.3, (n, 5))  # species columns: no real preference (a weak model)
+        z[:, 4] += -2.0 + rng.normal(0, 0.3, n) if call else 3.0 + rng.normal(0, 0.3, n)
+        p = np.exp(z)
+        return p / p.sum(1, keepdims=True)
+
+    val = np.concatenate([windows(200, True), windows(200, False)])
+    labels = np.concatenate([rng.integers(0, 4, 200), np.full(200, 4)])
+    chosen = choose_thresholds(val, labels, classes, fpr=0.01, background="nocall")
+    assert chosen["presence"] is not None and chosen["presence_items"] == {"calls": 200, "nocall": 200}
+    thr = np.array([np.nan if v is None else v for v in chosen["values"]])
+    calls, noise = windows(100, True), windows(100, False)
+    for presence, want_rows in ((None, False), (chosen["presence"], True)):
+        rows = top_rows(calls, classes, top_k=1, always_top1=False, thresholds=thr, skip=[4], presence=presence,
+                        background=4)
+        share = np.mean([bool(r) for r in rows])
+        assert (share > 0.95) if want_rows else (share < 0.5)  # species thresholds alone stay silent on most calls
+        assert all(r[0][0] != "nocall" for r in rows if r)
+        quiet = top_rows(noise, classes, top_k=1, always_top1=False, thresholds=thr, skip=[4], presence=presence,
+                         background=4)
+        assert np.mean([not r for r in quiet]) >= 0.97
+    assert "presence" not in choose_thresholds(val[:200, :4], labels[:200], classes[:4], fpr=0.01)

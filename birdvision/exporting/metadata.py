@@ -314,7 +314,8 @@ def _decisions_card(meta: dict[str, Any], classes: list[str]) -> dict[str, Any]:
     bg = meta.get("background_class") or None
     return {
         "rule": "report a label when its probability >= its threshold (thresholds.values, in label order; null: "
-                "default_threshold); never report background_class; a photo whose largest probability is below "
+                "default_threshold); never report background_class; a window where no label passes but 1 - p(background_class) "
+                "reaches thresholds.presence gets its best label (a call, species uncertain); a photo whose largest probability is below "
                 "abstain.threshold is 'unknown'. With a species list, set the other labels' probabilities to 0 "
                 "(keep background_class) and divide by the sum of the kept ones before applying the thresholds.",
         "default_threshold": DEFAULT_MIN_CONFIDENCE,

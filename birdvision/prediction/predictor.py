@@ -75,6 +75,8 @@ class Predictor:
         values = th.get("values") if isinstance(th, dict) else None
         self.thresholds: np.ndarray | None = (np.array([np.nan if v is None else float(v) for v in values])
                                               if values else None)
+        presence = th.get("presence") if isinstance(th, dict) else None
+        self.presence: float | None = float(presence) if presence is not None and self._skip else None
         ab = self.metadata.get("abstain") or {}
         self.abstain_threshold: float | None = float(ab["threshold"]) if isinstance(ab, dict) and "threshold" in ab else None
         if self.is_audio:
@@ -147,7 +149,9 @@ class Predictor:
 
         A species is reported when its probability reaches its threshold: ``min_confidence`` for every class
         when given, else the class's threshold stored with the model (chosen on validation data), else
-        :data:`DEFAULT_MIN_CONFIDENCE`. The no-call class is never reported. ``always_top1`` (default: false for
+        :data:`DEFAULT_MIN_CONFIDENCE`. The no-call class is never reported. With the model's thresholds, a
+        window of a no-call model where no species passes but the call presence (``1 - p(no-call)``) reaches the
+        model's ``presence`` threshold gets its best species: a call, species uncertain. ``always_top1`` (default: false for
         recordings, true for photos) writes the best species even when nothing passes. Otherwise a window where
         nothing passes gets no row, and a photo gets one :data:`UNKNOWN` row, as does a photo whose best
         probability is under the model's abstention threshold.
@@ -157,7 +161,8 @@ class Predictor:
             probs, self.classes, top_k=top_k, always_top1=(not audio) if always_top1 is None else bool(always_top1),
             min_confidence=DEFAULT_MIN_CONFIDENCE if min_confidence is None else float(min_confidence),
             thresholds=self.thresholds if min_confidence is None else None, skip=self.skipped(),
-            abstain=None if audio else self.abstain_threshold, unknown=None if audio else UNKNOWN)
+            abstain=None if audio else self.abstain_threshold, unknown=None if audio else UNKNOWN,
+            presence=self.presence if min_confidence is None else None, background=self._skip[0] if self._skip else None)
 
     def predict_batch(self, batch: np.ndarray | Sequence[Any]) -> np.ndarray:
         """Probabilities ``[B, num_classes]`` for a batch.

@@ -34,7 +34,8 @@ DEFAULT_MIN_CONFIDENCE = 0.1  # a species' threshold when neither the model nor 
 
 def top_rows(probs: np.ndarray, classes: Sequence[str], *, top_k: int, min_confidence: float = 0.0,
              always_top1: bool, thresholds: np.ndarray | None = None, skip: Sequence[int] = (),
-             abstain: float | None = None, unknown: str | None = None) -> list[list[tuple[str, float]]]:
+             abstain: float | None = None, unknown: str | None = None, presence: float | None = None,
+             background: int | None = None) -> list[list[tuple[str, float]]]:
     """Per input row of ``probs [B, K]``: the (species, confidence) pairs to write, best first.
 
     Up to ``top_k`` species that reach their threshold: ``thresholds[j]`` per class when given (NaN: no
@@ -42,7 +43,8 @@ def top_rows(probs: np.ndarray, classes: Sequence[str], *, top_k: int, min_confi
     are never written. An item whose best probability is under ``abstain`` passes nothing. With
     ``always_top1`` the best species is written first even when it does not pass (a best guess); otherwise an
     item that passes nothing gets one row ``unknown`` (photos; its confidence is the best probability) or,
-    with ``unknown=None``, no row (a silent window).
+    with ``unknown=None``, no row (a silent window), unless its call presence ``1 - probs[:, background]``
+    reaches ``presence``: then its best species is written (a call whose species is uncertain).
     """
     probs = np.asarray(probs)
     n_classes = probs.shape[1]
@@ -60,6 +62,8 @@ def top_rows(probs: np.ndarray, classes: Sequence[str], *, top_k: int, min_confi
         accepted = abstain is None or best >= abstain
         picked = [(classes[j], float(probs[i, j])) for r, j in enumerate(idx)
                   if (accepted and probs[i, j] >= thr[j]) or (r == 0 and always_top1)]
+        if not picked and presence is not None and background is not None and 1.0 - probs[i, background] >= presence:
+            picked = [(classes[idx[0]], best)]
         if not picked and unknown is not None:
             picked = [(unknown, best)]
         out.append(picked)

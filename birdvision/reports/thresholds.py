@@ -107,7 +107,7 @@ def _target(fpr: float | None, precision: float | None) -> tuple[str, float]:
 
 def choose_thresholds(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], *, fpr: float | None = 0.01,
                       precision: float | None = None, background: str | None = None,
-                      split: str = "valid") -> dict[str, Any]:
+                      split: str = "valid", presence_fpr: float | None = 0.01) -> dict[str, Any]:
     """Per-class thresholds on (calibrated) probabilities ``[N, K]`` of items with integer ``labels``.
 
     ``precision`` replaces ``fpr`` when given. Returns what checkpoints and exports store:
@@ -141,8 +141,19 @@ def choose_thresholds(probs: np.ndarray, labels: np.ndarray, classes: Sequence[s
             values[c], basis[c] = t, "class"
         elif pooled is not None:
             values[c], basis[c] = pooled, "global"
-    return {"target": kind, "target_value": value, "split": split, "items": int(len(labels)),
-            "global": pooled, "values": values, "basis": basis, "positives": positives}
+    out = {"target": kind, "target_value": value, "split": split, "items": int(len(labels)),
+           "global": pooled, "values": values, "basis": basis, "positives": positives}
+    if background in classes and presence_fpr is not None:
+        # Call presence: 1 - p(no-call), at most ``presence_fpr`` of the no-call windows passing. A weak
+        # species model still knows a call from an empty window; a window whose species all miss their thresholds
+        # but whose presence passes gets its best species as a row (a call, species uncertain), not silence.
+        bg = list(classes).index(background)
+        is_call = labels != bg
+        out["presence"] = (threshold_for_fpr(1.0 - probs[:, bg], is_call, float(presence_fpr))
+                           if is_call.any() and (~is_call).any() else None)
+        out["presence_fpr"] = float(presence_fpr)
+        out["presence_items"] = {"calls": int(is_call.sum()), "nocall": int((~is_call).sum())}
+    return out
 
 
 def basis_note(basis: str, positives: int, target: str) -> str:
