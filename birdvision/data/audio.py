@@ -18,7 +18,6 @@ window making relies on.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -32,6 +31,7 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 
+from birdvision.artifacts import sha256_file
 from birdvision.data.dsp import butter_highpass_sos, resample_poly, sosfiltfilt
 from birdvision.data.files import list_folder, walk_files
 from birdvision.data.manifest import Sample, label_problem
@@ -396,15 +396,6 @@ def stream_blocks(
 # --------------------------------------------------------------------------------------------------
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Content hash of a file (so renamed copies of one recording can be found and grouped)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def discover_recordings(
     root: str | os.PathLike,
     *,
@@ -450,7 +441,7 @@ def discover_recordings(
                 problems.append(RecordingProblem(str(p), label, str(e).removeprefix(f"{p}: ")))
                 continue
             samples.append(
-                Sample(path=str(p), label=label, group=str(p), sha256=file_sha256(p) if hash_files else "")
+                Sample(path=str(p), label=label, group=str(p), sha256=sha256_file(p) if hash_files else "")
             )
     for pr in problems:
         log.debug("recording problem: %s: %s", pr.path, pr.reason)

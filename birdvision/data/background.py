@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from birdvision.artifacts import atomic_path
-from birdvision.data.audio import NON_AUDIO_SUFFIXES, AudioError, RecordingProblem, file_sha256, load, probe
+from birdvision.artifacts import atomic_path, sha256_file
+from birdvision.data.audio import NON_AUDIO_SUFFIXES, AudioError, RecordingProblem, load, probe
 from birdvision.data.files import walk_files
 from birdvision.data.manifest import Sample
 from birdvision.data.splits import grouped_split
@@ -125,7 +125,7 @@ def background_folder(folder: str | Path, *, valid_fraction: float, test_fractio
         except AudioError as e:
             problems.append(RecordingProblem(str(p), BACKGROUND_CLASS, str(e).removeprefix(f"{p}: ")))
             continue
-        samples.append(Sample(path=str(p), label=BACKGROUND_CLASS, group=str(p), sha256=file_sha256(p)))
+        samples.append(Sample(path=str(p), label=BACKGROUND_CLASS, group=str(p), sha256=sha256_file(p)))
     if not samples:
         raise AudioError(f"data.background={folder}: no readable recordings ({len(problems)} unreadable)")
     grouped_split(samples, valid_fraction=valid_fraction, test_fraction=test_fraction, seed=seed)
@@ -196,5 +196,5 @@ def synthetic_noise(counts: dict[str, int], *, seconds: float, sample_rate: int,
                 with atomic_path(path) as tmp:
                     sf.write(tmp, noise_wave(rng, n, sample_rate), sample_rate, subtype="FLOAT", format="WAV")
             out.append(Sample(path=str(path), label=BACKGROUND_CLASS, split=split, group=str(path),
-                              sha256=file_sha256(path)))
+                              sha256=sha256_file(path)))
     return out

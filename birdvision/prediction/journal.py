@@ -24,7 +24,6 @@ is refused rather than interleaving lines.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -45,15 +44,6 @@ def journal_path_for(output: str | Path) -> Path:
     """The journal beside the table: ``predictions.csv`` -> ``predictions.journal``."""
     p = Path(output)
     return p.with_suffix(".journal") if p.suffix else p.with_name(p.name + ".journal")
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (read in 1 MB pieces; OpenSSL's SHA extensions make it ~1 GB/s)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def result_settings(cfg: Any, *, audio: bool) -> dict[str, Any]:

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from birdvision.artifacts import check_output_file
+from birdvision.artifacts import check_output_file, sha256_file
 from birdvision.data.audio import AudioError, info
 from birdvision.data.image_io import ImageLoadError
 from birdvision.prediction import PredictError
 from birdvision.prediction.inputs import Inputs, find_inputs
-from birdvision.prediction.journal import Journal, Record, file_sha256, journal_path_for, result_settings
+from birdvision.prediction.journal import Journal, Record, journal_path_for, result_settings
 from birdvision.prediction.options import check_options
 from birdvision.prediction.prefetch import prefetch
 from birdvision.prediction.tables import (
@@ -134,7 +134,7 @@ def _hash_and_lookup(job: _Job, journal: Journal | None) -> tuple[str | None, Re
     if journal is None:
         return None, None
     try:
-        sha = file_sha256(job.path)
+        sha = sha256_file(job.path)
     except OSError:
         return None, None  # unreadable: decoding says why, and nothing is journalled
     return sha, journal.done(job.key, sha)
@@ -446,7 +446,7 @@ def model_digest(path: str | Path) -> str:
     p = Path(path).expanduser()
     if p.is_dir():
         p = find_checkpoint(p)
-    return file_sha256(p)
+    return sha256_file(p)
 
 
 def run_predict(cfg: Any) -> tuple[Any, Path | None]:
