@@ -15,7 +15,14 @@ PyTorch module, :class:`AppModule`, converted as a whole: the app's input in,
 
 The gate feeds both the checkpoint and the file the same inputs: photos squashed to the
 model's size with birdvision's own resize and rounded to uint8 (what a careful app feeds),
-or the waveform windows of the ONNX gate. FP32 thresholds apply (the files are float).
+or the waveform windows of the ONNX gate. FP32 thresholds apply to the float files.
+
+INT8 variants (``model.int8.tflite``, ``model.int8.pte``): PT2E static quantization with each
+converter's own quantizer (INT8 activations per tensor, INT8 weights per output channel),
+calibrated on the calibration inputs of ``model.int8.onnx`` fed as the file takes them. Only
+the network is quantized: the uint8 -> float normalisation (or the mel frontend), the
+temperature and the softmax stay float, and with ``keep_ends_float`` so do the first
+convolution and the classifier. They are gated with the INT8 threshold (accuracy drop).
 """
 
 from __future__ import annotations
