@@ -44,12 +44,14 @@ log = logging.getLogger("birdvision.bench")
 
 DEFAULT_ENGINES = ("torch", "ort_fp32", "ort_bare", "ort_int8", "ort_fp16")
 # phone runtimes (optional extras birdvision[litert] / birdvision[executorch]): asked for by name
-PHONE_ENGINES = {"tflite": "tflite", "pte": "pte"}  # engine -> export format
+PHONE_ENGINES = {"tflite": "tflite", "pte": "pte", "tflite_int8": "tflite_int8", "pte_int8": "pte_int8"}  # -> format
 ENGINES = (*DEFAULT_ENGINES, *PHONE_ENGINES)
 ENGINE_FILES = {"ort_fp32": "model.onnx", "ort_bare": "model.bare.onnx", "ort_int8": "model.int8.onnx",
-                "ort_fp16": "model.fp16.onnx", "tflite": "model.tflite", "pte": "model.pte"}
+                "ort_fp16": "model.fp16.onnx", "tflite": "model.tflite", "pte": "model.pte",
+                "tflite_int8": "model.int8.tflite", "pte_int8": "model.int8.pte"}
 ENGINE_PARITY = {"ort_fp32": "parity.json", "ort_bare": "parity.bare.json", "ort_int8": "parity.int8.json",
-                 "ort_fp16": "parity.fp16.json", "tflite": "parity.tflite.json", "pte": "parity.pte.json"}
+                 "ort_fp16": "parity.fp16.json", "tflite": "parity.tflite.json", "pte": "parity.pte.json",
+                 "tflite_int8": "parity.int8.tflite.json", "pte_int8": "parity.int8.pte.json"}
 USER_ERRORS = (ConfigError, ExportError, CheckpointError, RunError, ManifestError, OutputError)
 
 
@@ -59,7 +61,7 @@ class BenchConfig:
 
     model: str | None = None  # a checkpoint, a run folder, or an exported .onnx/.ort file
     compare: list[str] = field(default_factory=list)  # several checkpoints/run folders -> the study table
-    engines: str = ",".join(DEFAULT_ENGINES)  # also tflite, pte (LiteRT / ExecuTorch, their extras installed)
+    engines: str = ",".join(DEFAULT_ENGINES)  # also tflite, pte, tflite_int8, pte_int8 (LiteRT / ExecuTorch extras)
     threads: int = 2  # intra-op threads for every engine (pinned)
     batch: int = 16  # throughput batch size
     iters: int = 30  # timed batch-1 calls per round (throughput batches: an eighth, at least 3)
@@ -297,6 +299,14 @@ def _loads(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
+        if path.suffix in (".tflite", ".pte"):  # no metadata inside: model.json must list it with this SHA-256
+            from birdvision.artifacts import sha256_file
+            from birdvision.exporting.metadata import read_model_json
+
+            listed = (read_model_json(path.parent).get("files") or {}).get(path.name) or {}
+            if listed.get("sha256") != sha256_file(path):
+                raise CheckpointError(f"{path.name} is not the file model.json lists")
+            return True
         open_export(path, spinning=False)
     except CheckpointError as e:
         log.warning("exporting again: %s", e)
@@ -314,8 +324,8 @@ def _export_for(ckpt: Path, export_dir: Path, engines: list[str]) -> None:
     same = (_json_record(info) or {}).get("checkpoint") == str(ckpt)  # a damaged record means: export again
     if same and all(_loads(export_dir / n) for n in need):
         return
-    fmts = ["onnx"] + [f for f, e in (("int8", "ort_int8"), ("fp16", "ort_fp16"), ("tflite", "tflite"), ("pte", "pte"))
-                       if e in engines]
+    pairs = (("int8", "ort_int8"), ("fp16", "ort_fp16"), *((f, e) for e, f in PHONE_ENGINES.items()))
+    fmts = ["onnx"] + [f for f, e in pairs if e in engines]
     cfg = ExportConfig(ckpt=str(ckpt), format=",".join(fmts), output_dir=str(export_dir))
     try:
         export_checkpoint(cfg)
@@ -388,7 +398,7 @@ def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[st
     pre = meta["preprocess"]
     if pre.get("kind") == "audio":  # windows per second -> seconds of audio per second, for files that take waveforms
         for e, r in rows.items():
-            if e in ("ort_fp32", "ort_int8", "ort_fp16") and "throughput_ips" in r:
+            if (e in ("ort_fp32", "ort_int8", "ort_fp16") or e in PHONE_ENGINES) and "throughput_ips" in r:
                 r["x_real_time"] = r["throughput_ips"] * float(pre["clip_seconds"])
     return {"checkpoint": str(ck), "backbone": meta.get("backbone"), "recipe": meta.get("recipe"),
             "classes": len(meta["classes"]), "input": pre.get("size"), "threads": threads,

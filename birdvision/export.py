@@ -1,4 +1,4 @@
-"""``python -m birdvision.export ckpt=PATH format=onnx|int8|fp16|ort|tensorrt|all``: ship a model.
+"""``python -m birdvision.export ckpt=PATH format=onnx|int8|fp16|ort|tensorrt|tflite|pte|tflite_int8|pte_int8|all``: ship a model.
 
 Every exported file is checked against the checkpoint on real validation samples
 (``parity*.json`` beside it); a file that fails is renamed ``*.FAILED.*`` and the

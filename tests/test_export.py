@@ -273,7 +273,7 @@ def test_tensorrt_engine_build(run_dir, tmp_path):
     [
         (["ckpt=/nonexistent/x.ckpt"], "does not exist"),
         (["format=onnx"], "ckpt=PATH is required"),
-        (["format=coreml"], "valid formats: onnx, int8, fp16, ort, tensorrt, tflite, pte, all"),
+        (["format=coreml"], "valid formats: onnx, int8, fp16, ort, tensorrt, tflite, pte, tflite_int8, pte_int8, all"),
         (["parity.data=EMPTY"], "parity set is empty"),
         (["format=int8", "calibration.data=EMPTY"], "calibration set is empty"),
         (["calibration.method=magic", "format=int8"], "unknown calibration.method"),

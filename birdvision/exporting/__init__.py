@@ -8,7 +8,8 @@ Modules, in the order data flows through them:
 - ``variants``: INT8 (static QDQ), FP16 and ORT-format files derived from the FP32 network;
 - ``parity``: PyTorch vs ONNX Runtime on the same inputs, thresholds, ``parity*.json``;
 - ``tensorrt``: engine build where TensorRT and a GPU exist, else a ready-to-run bundle;
-- ``phone``: LiteRT ``.tflite`` and ExecuTorch ``.pte`` (optional extras), gated in their own runtimes;
+- ``phone``: LiteRT ``.tflite`` and ExecuTorch ``.pte`` (optional extras), FP32 and PT2E INT8, gated in their own
+  runtimes;
 - ``app_parity``: ``model.onnx`` fed each platform's own decode and resize, against ``birdvision.predict``;
 - ``pipeline``: the orchestration the CLI calls.
 """
@@ -24,6 +25,6 @@ class ParityError(RuntimeError):
     """An exported file disagrees with its checkpoint beyond the configured thresholds."""
 
 
-FORMATS = ("onnx", "int8", "fp16", "ort", "tensorrt", "tflite", "pte", "all")
+FORMATS = ("onnx", "int8", "fp16", "ort", "tensorrt", "tflite", "pte", "tflite_int8", "pte_int8", "all")
 
 __all__ = ["FORMATS", "ExportError", "ParityError"]

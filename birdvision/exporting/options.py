@@ -70,7 +70,8 @@ class ExportConfig:
     """Everything ``python -m birdvision.export`` reads."""
 
     ckpt: str | None = None  # a .ckpt or a run folder (its best checkpoint)
-    format: str = "onnx"  # onnx | int8 | fp16 | ort | tensorrt | all (every format needs model.onnx first)
+    # onnx | int8 | fp16 | ort | tensorrt | tflite | pte | tflite_int8 | pte_int8 | all (model.onnx is always built)
+    format: str = "onnx"
     output_dir: str | None = None  # default: <run folder>/export
     preprocess_in_graph: bool = True  # uint8 photos of any size (resized in the graph) / raw waveforms in; a bare variant too
     opset: int = 17  # 17: TensorRT 8.5+ on JetPack 5/6 and every current ONNX Runtime read it

@@ -15,7 +15,14 @@ PyTorch module, :class:`AppModule`, converted as a whole: the app's input in,
 
 The gate feeds both the checkpoint and the file the same inputs: photos squashed to the
 model's size with birdvision's own resize and rounded to uint8 (what a careful app feeds),
-or the waveform windows of the ONNX gate. FP32 thresholds apply (the files are float).
+or the waveform windows of the ONNX gate. FP32 thresholds apply to the float files.
+
+INT8 variants (``model.int8.tflite``, ``model.int8.pte``): PT2E static quantization with each
+converter's own quantizer (INT8 activations per tensor, INT8 weights per output channel),
+calibrated on the calibration inputs of ``model.int8.onnx`` fed as the file takes them. Only
+the network is quantized: the uint8 -> float normalisation (or the mel frontend), the
+temperature and the softmax stay float, and with ``keep_ends_float`` so do the first
+convolution and the classifier. They are gated with the INT8 threshold (accuracy drop).
 """
 
 from __future__ import annotations
@@ -38,7 +45,14 @@ log = logging.getLogger(__name__)
 PHONE_FORMATS = {
     "tflite": ("litert_torch", "litert", "model.tflite", "LiteRT (TensorFlow Lite) via litert-torch"),
     "pte": ("executorch", "executorch", "model.pte", "ExecuTorch with the XNNPACK backend"),
+    "tflite_int8": ("litert_torch", "litert", "model.int8.tflite", "INT8 LiteRT via litert-torch's PT2E quantizer"),
+    "pte_int8": ("executorch", "executorch", "model.int8.pte", "INT8 ExecuTorch via the XNNPACK quantizer"),
 }
+
+
+def runtime_of(fmt: str) -> str:
+    """``tflite_int8`` -> ``tflite``: the runtime (and converter) a phone format belongs to."""
+    return fmt.removesuffix("_int8")
 
 
 def missing(fmt: str) -> str | None:
@@ -94,13 +108,96 @@ def fixed_size_photos(photos: list[np.ndarray], preprocess: dict[str, Any]) -> n
     return np.stack(out)
 
 
-def export_tflite(module: AppModule, example: torch.Tensor, path: Path) -> Path:
+def _quantizer(runtime: str) -> Any:
+    """Each converter's own PT2E quantizer: INT8 activations (per tensor), INT8 weights per output channel."""
+    if runtime == "pte":
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+
+        return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    from litert_torch.quantize import pt2e_quantizer
+
+    return pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+
+
+def _module_path(node: Any) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return str(list(stack.values())[-1][0]) if stack else ""
+
+
+def float_nodes(gm: torch.fx.GraphModule, keep_ends_float: bool) -> set[str]:
+    """Operations the quantizer must leave float: everything outside ``net`` (the uint8 -> float normalisation or
+    the mel frontend, the temperature and the softmax), and with ``keep_ends_float`` the network's first
+    convolution and its last linear layer (the classifier), as in ``model.int8.onnx``."""
+    ops = [n for n in gm.graph.nodes if n.op == "call_function"]
+    in_net = [n for n in ops if _module_path(n).split(".")[0] == "net"]
+    keep = {n.name for n in ops} - {n.name for n in in_net}
+    if keep_ends_float:
+        convs = [n for n in in_net if n.target in (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)]
+        linears = [n for n in in_net if n.target in (torch.ops.aten.linear.default, torch.ops.aten.addmm.default)]
+        keep |= {n.name for n in (convs[:1] + linears[-1:])}
+    return keep
+
+
+def _only_net(quantizer: Any, keep: set[str]) -> Any:
+    """``quantizer`` with the ``keep`` operations pre-marked as annotated, so its annotators pass them by (the
+    usual way to leave a node float in PT2E; it works for both quantizers, which skip annotated nodes)."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer
+
+    class NetOnly(Quantizer):
+        def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            return quantizer.transform_for_annotation(model)
+
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            for n in model.graph.nodes:
+                if n.name in keep:
+                    n.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+            return quantizer.annotate(model)
+
+        def validate(self, model: torch.fx.GraphModule) -> None:
+            quantizer.validate(model)
+
+    return NetOnly()
+
+
+def quantize_module(runtime: str, module: AppModule, example: torch.Tensor, calibration: np.ndarray, *,
+                    keep_ends_float: bool = True) -> torch.fx.GraphModule:
+    """PT2E static INT8 of the network inside ``module`` with ``runtime``'s quantizer, calibrated one input at a
+    time on ``calibration`` (uint8 ``[N, size, size, 3]`` photos or float32 ``[N, T]`` windows, what the file
+    takes). Returns the converted graph (Q/DQ around the network's operations), ready for the converter."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if len(calibration) == 0:
+        raise ExportError("the calibration set is empty: INT8 quantization needs at least one sample")
+    with torch.no_grad():
+        gm = torch.export.export(module.eval(), (example,)).module()
+        prepared = prepare_pt2e(gm, _only_net(_quantizer(runtime), float_nodes(gm, keep_ends_float)))
+        for x in calibration:
+            prepared(torch.from_numpy(np.ascontiguousarray(x[None])))
+        # LiteRT's converter reads the Q/DQ pairs itself (its own tests keep quantize unfolded)
+        return convert_pt2e(prepared, fold_quantize=runtime != "tflite")
+
+
+def _eval(module: nn.Module) -> nn.Module:
+    """``module.eval()``; a converted PT2E graph is already in inference form (and refuses ``eval()``)."""
+    return module if isinstance(module, torch.fx.GraphModule) else module.eval()
+
+
+def export_tflite(module: nn.Module, example: torch.Tensor, path: Path, *, int8: bool = False) -> Path:
     import litert_torch
 
     from birdvision.artifacts import atomic_path
 
+    kw: dict[str, Any] = {}
+    if int8:
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        kw["quant_config"] = QuantConfig(pt2e_quantizer=_quantizer("tflite"))
     try:
-        edge = litert_torch.convert(module.eval(), (example,))
+        edge = litert_torch.convert(_eval(module), (example,), **kw)
     except Exception as e:  # noqa: BLE001 - the converter raises many kinds
         raise ExportError(f"LiteRT conversion failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
     with atomic_path(path) as tmp:
@@ -108,7 +205,7 @@ def export_tflite(module: AppModule, example: torch.Tensor, path: Path) -> Path:
     return path
 
 
-def export_pte(module: AppModule, example: torch.Tensor, path: Path) -> Path:
+def export_pte(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -116,7 +213,7 @@ def export_pte(module: AppModule, example: torch.Tensor, path: Path) -> Path:
 
     try:
         with torch.no_grad():
-            program = torch.export.export(module.eval(), (example,))
+            program = torch.export.export(_eval(module), (example,))
         et = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     except Exception as e:  # noqa: BLE001
         raise ExportError(f"ExecuTorch export failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
@@ -170,14 +267,26 @@ class ExecuTorchSession:
         return [np.stack(rows)]
 
 
-def build(fmt: str, module: AppModule, preprocess: dict[str, Any], out_dir: Path) -> Path:
-    """Write ``model.tflite`` or ``model.pte`` for ``module``."""
-    name = PHONE_FORMATS[fmt][2]
+def build(fmt: str, module: AppModule, preprocess: dict[str, Any], out_dir: Path, *,
+          calibration: np.ndarray | None = None, keep_ends_float: bool = True) -> Path:
+    """Write ``model.tflite`` / ``model.pte``, or their INT8 variants (``*_int8``, calibrated on ``calibration``)."""
+    name, runtime = PHONE_FORMATS[fmt][2], runtime_of(fmt)
     example = example_input(preprocess)
-    if fmt == "tflite":
-        return export_tflite(module, example, out_dir / name)
+    int8 = fmt.endswith("_int8")
+    if int8:
+        if calibration is None:
+            raise ExportError(f"{name}: INT8 needs calibration inputs")
+        try:
+            module = quantize_module(runtime, module, example, calibration, keep_ends_float=keep_ends_float)
+        except ExportError:
+            raise
+        except Exception as e:  # noqa: BLE001 - torch.export / the quantizers raise many kinds
+            raise ExportError(f"{name}: PT2E quantization failed: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:300]}") from None
+    if runtime == "tflite":
+        return export_tflite(module, example, out_dir / name, int8=int8)
     return export_pte(module, example, out_dir / name)
 
 
 def session(fmt: str, path: Path, threads: int = 0) -> Any:
-    return LiteRTSession(path, threads) if fmt == "tflite" else ExecuTorchSession(path, threads)
+    return LiteRTSession(path, threads) if runtime_of(fmt) == "tflite" else ExecuTorchSession(path, threads)

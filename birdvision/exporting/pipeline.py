@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from birdvision import __version__
 from birdvision.artifacts import check_output_dir, sha256_file, write_json, write_text
 from birdvision.checkpoint import checkpoint_meta, load_classifier
@@ -21,6 +23,7 @@ from birdvision.exporting import FORMATS, ExportError, ParityError, graphs
 from birdvision.exporting.metadata import MODEL_JSON, build_metadata, input_card, model_card, set_metadata
 from birdvision.exporting.options import ExportConfig, check_options
 from birdvision.exporting.parity import Reference, Thresholds, gate, net_inputs_of, reference
+from birdvision.exporting.phone import PHONE_FORMATS, missing
 from birdvision.exporting.runtime import make_session
 from birdvision.exporting.samples import input_set, run_dir_of
 from birdvision.models import get_spec
@@ -28,7 +31,7 @@ from birdvision.runs import find_checkpoint
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("onnx", "int8", "fp16", "ort", "tensorrt", "tflite", "pte")
+VARIANTS = ("onnx", "int8", "fp16", "ort", "tensorrt", "tflite", "pte", "tflite_int8", "pte_int8")
 
 
 @dataclass
@@ -58,9 +61,7 @@ def resolve_formats(fmt: str) -> list[str]:
         raise ExportError(f"unknown format {', '.join(bad) or repr(fmt)}; valid formats: {', '.join(FORMATS)}")
     wanted = set(VARIANTS) if "all" in names else set(names) | {"onnx"}
     if "all" not in names:  # asked for by name: its converter must be here (format=all skips it with a note)
-        from birdvision.exporting.phone import missing
-
-        for fmt in ("tflite", "pte"):
+        for fmt in PHONE_FORMATS:
             if fmt in wanted and (why := missing(fmt)):
                 raise ExportError(f"format={fmt}: {why}")
     return [v for v in VARIANTS if v in wanted]
@@ -109,12 +110,13 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     if pre is not None:
         save_and_gate("bare", "model.bare.onnx", graphs.compose(None, net, post), "fp32", bare_kind)
 
-    calib_net = None
-    if "int8" in formats or "tensorrt" in formats:
+    calib_net, cin = None, None
+    if {"int8", "tensorrt", "tflite_int8", "pte_int8"} & set(formats):
         c = cfg.calibration
         cin = input_set(ckpt, meta, split=c.split, data=c.data, n=c.n, purpose="calibration")
-        calib_net = net_inputs_of(cin.inputs, pre_spec)
         log.info("calibration set: %d samples from %s", len(cin), cin.origin)
+    if "int8" in formats or "tensorrt" in formats:
+        calib_net = net_inputs_of(cin.inputs, pre_spec)
     if "int8" in formats:
         from birdvision.exporting.variants import quantize_int8
 
@@ -141,8 +143,8 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     if "tensorrt" in formats:
         _tensorrt(res, cfg, meta, net, post, calib_net, shape, ref, thresholds, pin.origin)
 
-    if phone_formats := [f for f in ("tflite", "pte") if f in formats]:
-        _phone(res, phone_formats, cfg, meta, model, ref, thresholds, pin.origin)
+    if phone_formats := [f for f in VARIANTS if f.startswith(("tflite", "pte")) and f in formats]:
+        _phone(res, phone_formats, cfg, meta, model, ref, thresholds, pin.origin, cin)
 
     card = write_model_json(res, meta, full_kind)
     if not audio and cfg.app_parity.enabled and "fp32" in res.files:
@@ -160,11 +162,14 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
 
 
 def _phone(res: ExportResult, formats: list[str], cfg: Any, meta: dict[str, Any], model: Any, ref: Reference,
-           thresholds: Thresholds, origin: str) -> None:
-    """``model.tflite`` / ``model.pte`` where the converter is installed, gated in its own runtime; else a note.
+           thresholds: Thresholds, origin: str, cin: Any = None) -> None:
+    """``model.tflite`` / ``model.pte`` (and ``model.int8.tflite`` / ``model.int8.pte``) where the converter is
+    installed, gated in its own runtime; else a note.
 
     Photos: the gate feeds both sides the parity photos squashed to the model's size by birdvision's resize and
     rounded to uint8 (these files take a fixed size), so the checkpoint's answers are recomputed on those pixels.
+    INT8 files are calibrated on the calibration set of ``model.int8.onnx``, squashed the same way, and gated with
+    the INT8 threshold (accuracy drop).
     """
     from birdvision.exporting import phone
 
@@ -184,11 +189,16 @@ def _phone(res: ExportResult, formats: list[str], cfg: Any, meta: dict[str, Any]
     else:
         feed = phone.fixed_size_photos(list(ref.raw_inputs), pre)
         fref, kind = reference(model, list(feed), ref.labels, pre, cfg.parity.batch_size), "uint8_nhwc"
+    calib = None
+    if cin is not None and any(f.endswith("_int8") for f in build):
+        calib = np.asarray(cin.inputs, dtype=np.float32) if audio else phone.fixed_size_photos(list(cin.inputs), pre)
     module = phone.AppModule(model.net, pre, float(meta.get("temperature", 1.0)), int(meta.get("in_chans", 3)))
     for fmt in build:
+        precision = "int8" if fmt.endswith("_int8") else "fp32"
         try:
-            path = phone.build(fmt, module, pre, res.output_dir)
-            report = gate(path, phone.session(fmt, path, int(cfg.threads)), feed, fref, precision="fp32",
+            path = phone.build(fmt, module, pre, res.output_dir, calibration=calib,
+                               keep_ends_float=bool(cfg.calibration.keep_ends_float))
+            report = gate(path, phone.session(fmt, path, int(cfg.threads)), feed, fref, precision=precision,
                           input_kind=kind, thresholds=thresholds, data=origin, batch_size=int(cfg.parity.batch_size))
         except (ExportError, ParityError) as e:
             log.error("%s", e)
@@ -211,7 +221,7 @@ def write_model_json(res: ExportResult, meta: dict[str, Any], kind: str) -> dict
         rep = res.parity.get(path.name, {})
         file_kind = rep.get("input_kind")
         inp = input_card(file_kind, pre) if file_kind else None
-        if inp and role in ("tflite", "pte"):  # static shapes: one photo or window per call, the only input
+        if inp and role in PHONE_FORMATS:  # static shapes: one photo or window per call, the only input
             inp.update(name=None, shape=[1, *inp["shape"][1:]], dynamic_axes=[],
                        note=inp["note"] + "; batch 1; the file's only input (index 0)")
         files[path.name] = {
