@@ -365,19 +365,27 @@ def log_path_for(output: str | Path) -> Path:
     return p.with_suffix(".log") if p.suffix else p.with_name(p.name + ".log")
 
 
+def log_header(predictor: Any, cfg: Any, *, audio: bool, input_desc: str, settings: str) -> list[str]:
+    """The first lines of every run log (files and streams): when, model, input, output, decision settings."""
+    return [
+        f"birdvision predict, {datetime.now().isoformat(timespec='seconds')}",
+        f"model: {cfg.model} ({getattr(predictor, 'engine', '?')}, {len(predictor.classes)} classes, "
+        f"{'recordings' if audio else 'photos'})",
+        f"input: {input_desc}",
+        f"output: {cfg.output}" + (f", raven: {cfg.raven}" if cfg.raven else ""),
+        f"settings: top_k={cfg.top_k or (1 if audio else 5)} min_confidence="
+        f"{cfg.min_confidence if cfg.min_confidence is not None else thresholds_in_use(predictor)} "
+        f"always_top1={cfg.always_top1 if cfg.always_top1 is not None else not audio} " + settings,
+    ]
+
+
 def run_log(result: PredictResult, predictor: Any, cfg: Any, *, load_s: float) -> str:
     """The run log: settings, per-file problems and warnings, throughput."""
-    kind = "recordings" if result.audio else "photos"
     lines = [
-        f"birdvision predict, {datetime.now().isoformat(timespec='seconds')}",
-        f"model: {cfg.model} ({getattr(predictor, 'engine', '?')}, {len(predictor.classes)} classes, {kind})",
-        f"input: {cfg.input}",
-        f"output: {cfg.output}" + (f", raven: {cfg.raven}" if cfg.raven else ""),
-        f"settings: top_k={cfg.top_k or (1 if result.audio else 5)} min_confidence="
-        f"{cfg.min_confidence if cfg.min_confidence is not None else thresholds_in_use(predictor)} "
-        f"always_top1={cfg.always_top1 if cfg.always_top1 is not None else not result.audio} merge={cfg.merge} "
-        f"batch_size={cfg.batch_size} threads={cfg.threads}"
-        + (f" overlap_seconds={cfg.overlap_seconds} block_seconds={cfg.block_seconds}" if result.audio else ""),
+        *log_header(predictor, cfg, audio=result.audio, input_desc=str(cfg.input),
+                    settings=f"merge={cfg.merge} batch_size={cfg.batch_size} threads={cfg.threads}"
+                    + (f" overlap_seconds={cfg.overlap_seconds} block_seconds={cfg.block_seconds}"
+                       if result.audio else "")),
         f"files: {len(result.predicted)} predicted ({len({f for f, _ in result.warned})} with warnings), "
         f"{len(result.skipped)} skipped, {len(result.passed_over)} passed over by name"
         + (f"; {len(result.resumed)} of them already done (taken from the journal)" if result.resumed else ""),

@@ -39,7 +39,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -430,17 +429,12 @@ def run_stream(cfg: Any, *, source: BinaryIO | None = None, out: TextIO | None =
 
 def stream_log(result: StreamResult, predictor: Any, cfg: Any, *, load_s: float) -> str:
     """The run log of a stream: settings, what arrived, warnings, speed."""
-    from birdvision.prediction.run import thresholds_in_use
+    from birdvision.prediction.run import log_header
 
     lines = [
-        f"birdvision predict, {datetime.now().isoformat(timespec='seconds')}",
-        f"model: {cfg.model} ({getattr(predictor, 'engine', '?')}, {len(predictor.classes)} classes, recordings)",
-        f"input: standard input ({result.spec.describe()})",
-        f"output: {cfg.output}" + (f", raven: {cfg.raven}" if cfg.raven else ""),
-        f"settings: top_k={cfg.top_k or 1} min_confidence="
-        f"{cfg.min_confidence if cfg.min_confidence is not None else thresholds_in_use(predictor)} "
-        f"always_top1={bool(cfg.always_top1)} "
-        f"batch_size={cfg.batch_size} threads={cfg.threads} overlap_seconds={cfg.overlap_seconds}",
+        *log_header(predictor, cfg, audio=True, input_desc=f"standard input ({result.spec.describe()})",
+                    settings=f"batch_size={cfg.batch_size} threads={cfg.threads} "
+                    f"overlap_seconds={cfg.overlap_seconds}"),
         f"rows: {result.rows_written} from {result.items} windows",
         f"audio: {result.audio_seconds:.1f} s in {result.predict_s:.2f} s (model load {load_s:.2f} s)",
     ]
