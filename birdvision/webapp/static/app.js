@@ -73,14 +73,22 @@ function ranked(probs, k) {
 }
 
 // predict's decide(): labels reaching their thresholds; photos under the abstention threshold, or with
-// nothing passing, are "unknown"; a window with nothing passing reports nothing.
+// nothing passing, are "unknown"; a window with nothing passing reports nothing, unless its call presence
+// (1 - p(no-call)) reaches thresholds.presence: then its best label (a call, species uncertain).
 function decide(probs, photo) {
   const order = ranked(probs, photo ? TOP_K.photo : TOP_K.recording);
   const best = probs[order[0]];
-  const abstain = state.card.decisions?.abstain?.threshold;
+  const d = state.card.decisions || {};
+  const abstain = d.abstain?.threshold;
   const accepted = !photo || abstain === undefined || abstain === null || best >= abstain;
   const picked = accepted ? order.filter((j) => probs[j] >= thresholdOf(j)).map((j) => [state.card.labels[j], probs[j]]) : [];
   if (!picked.length && photo) return [['unknown', best]];
+  const presence = d.thresholds?.presence;
+  const bg = state.card.labels.indexOf(d.background_class);
+  if (!picked.length && !photo && presence !== undefined && presence !== null && bg >= 0
+      && 1 - probs[bg] >= presence) {
+    return [[state.card.labels[order[0]], best]];
+  }
   return picked;
 }
 
