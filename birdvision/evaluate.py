@@ -390,13 +390,9 @@ def _generated_noise(ckpt_path: Path, preprocess: dict[str, Any], temperature: f
     logits, _ = compute_logits(load_classifier(ckpt_path), ds, batch_transform=batch_transform_for(preprocess),
                                batch_size=batch_size, num_workers=0, device=device)
     probs = cal.softmax(logits, temperature)
-    from birdvision.prediction.tables import DEFAULT_MIN_CONFIDENCE, top_rows
+    from birdvision.prediction.tables import stored_decisions
 
-    values = (chosen or {}).get("values") or [None] * len(classes)
-    bg = classes.index(background) if background in classes else None
-    rows = top_rows(probs, classes, top_k=1, min_confidence=DEFAULT_MIN_CONFIDENCE, always_top1=False,
-                    thresholds=np.array([np.nan if v is None else float(v) for v in values]),
-                    skip=[] if bg is None else [bg], presence=(chosen or {}).get("presence"), background=bg)
+    rows = stored_decisions(probs, classes, chosen, background)
     out: dict[str, Any] = {"nocall/generated_windows": len(waves),
                            "nocall/generated_silent": float(np.mean([not r for r in rows]))}
     if background in classes:
@@ -564,13 +560,9 @@ def evaluate_checkpoint(
                                   if species_items.any() else None)
         result["background_class"] = background
         if chosen and species_items.any():  # what predict writes for the split's call windows (model decisions)
-            from birdvision.prediction.tables import DEFAULT_MIN_CONFIDENCE, top_rows
+            from birdvision.prediction.tables import stored_decisions
 
-            bg = classes.index(background)
-            thr = np.array([np.nan if v is None else float(v) for v in chosen["values"]])
-            decided = top_rows(probs_eval[species_items], classes, top_k=1, min_confidence=DEFAULT_MIN_CONFIDENCE,
-                               always_top1=False, thresholds=thr, skip=[bg], presence=chosen.get("presence"),
-                               background=bg)
+            decided = stored_decisions(probs_eval[species_items], classes, chosen, background)
             truth = labels[species_items]
             result["presence/threshold"] = chosen.get("presence")
             result["presence/call_windows_with_row"] = float(np.mean([bool(r) for r in decided]))

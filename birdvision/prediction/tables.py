@@ -70,6 +70,18 @@ def top_rows(probs: np.ndarray, classes: Sequence[str], *, top_k: int, min_confi
     return out
 
 
+def stored_decisions(probs: np.ndarray, classes: Sequence[str], thresholds: dict | None,
+                     background: str | None) -> list[list[tuple[str, float]]]:
+    """What predict writes for recording windows (top 1, no best guess) under a model's stored ``thresholds``
+    dict (per-class ``values``, ``presence``) and no-call class: for measurements made outside a predictor."""
+    th = thresholds or {}
+    values = th.get("values") or [None] * len(classes)
+    bg = list(classes).index(background) if background in classes else None
+    return top_rows(probs, classes, top_k=1, min_confidence=DEFAULT_MIN_CONFIDENCE, always_top1=False,
+                    thresholds=np.array([np.nan if v is None else float(v) for v in values]),
+                    skip=[] if bg is None else [bg], presence=th.get("presence"), background=bg)
+
+
 def merge_runs(rows: Iterable[Row], *, gap_s: float = 1e-6) -> list[Row]:
     """Join rows of one file and species whose time ranges touch or overlap (consecutive windows).
 
