@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from birdvision.prediction.tables import DEFAULT_MIN_CONFIDENCE, top_rows
+from birdvision.prediction.tables import DEFAULT_MIN_CONFIDENCE, threshold_values, top_rows
 
 EXPORT_SUFFIXES = (".onnx", ".ort")
 UNKNOWN = "unknown"  # the answer for a photo the model abstains on
@@ -72,9 +72,7 @@ class Predictor:
         self.background_class: str | None = self.metadata.get("background_class") or None
         self._skip = [self.classes.index(self.background_class)] if self.background_class in self.classes else []
         th = self.metadata.get("thresholds") or {}
-        values = th.get("values") if isinstance(th, dict) else None
-        self.thresholds: np.ndarray | None = (np.array([np.nan if v is None else float(v) for v in values])
-                                              if values else None)
+        self.thresholds: np.ndarray | None = threshold_values(th)
         presence = th.get("presence") if isinstance(th, dict) else None
         self.presence: float | None = float(presence) if presence is not None and self._skip else None
         ab = self.metadata.get("abstain") or {}

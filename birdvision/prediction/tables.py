@@ -70,16 +70,21 @@ def top_rows(probs: np.ndarray, classes: Sequence[str], *, top_k: int, min_confi
     return out
 
 
+def threshold_values(thresholds: dict | None) -> np.ndarray | None:
+    """A stored ``thresholds`` dict's per-class ``values`` as floats in class order (``None`` -> NaN: no threshold
+    of its own), or None when it has none: the one reader of that format."""
+    values = thresholds.get("values") if isinstance(thresholds, dict) else None
+    return np.array([np.nan if v is None else float(v) for v in values]) if values else None
+
+
 def stored_decisions(probs: np.ndarray, classes: Sequence[str], thresholds: dict | None,
                      background: str | None) -> list[list[tuple[str, float]]]:
     """What predict writes for recording windows (top 1, no best guess) under a model's stored ``thresholds``
     dict (per-class ``values``, ``presence``) and no-call class: for measurements made outside a predictor."""
-    th = thresholds or {}
-    values = th.get("values") or [None] * len(classes)
     bg = list(classes).index(background) if background in classes else None
     return top_rows(probs, classes, top_k=1, min_confidence=DEFAULT_MIN_CONFIDENCE, always_top1=False,
-                    thresholds=np.array([np.nan if v is None else float(v) for v in values]),
-                    skip=[] if bg is None else [bg], presence=th.get("presence"), background=bg)
+                    thresholds=threshold_values(thresholds), skip=[] if bg is None else [bg],
+                    presence=(thresholds or {}).get("presence"), background=bg)
 
 
 def merge_runs(rows: Iterable[Row], *, gap_s: float = 1e-6) -> list[Row]:
