@@ -174,3 +174,14 @@ def test_run_manifest_from_a_relative_data_root_reads_back_from_another_folder(t
     m = write_manifest(tmp_path / "runs" / "r1" / "manifest.csv", [Sample("../photos/a.jpg", "wren", "train")])
     (back,) = read_manifest(m)
     assert Path(back.path).resolve() == (tmp_path / "photos" / "a.jpg").resolve() and Path(back.path).is_file()
+
+
+def test_manifest_digest_counts_paths_as_the_manifest_stores_them(tmp_path: Path, monkeypatch):
+    # a data root given relative to the working directory: the written manifest holds absolute paths,
+    # and reading it back must give the digest training stored (evaluate checks it)
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path / "data")
+    rows = [Sample(f"../photos/{i}.jpg", "A", "train", group=f"../photos/{i}.jpg") for i in range(3)]
+    back = read_manifest(write_manifest(tmp_path / "run" / "manifest.csv", rows))
+    assert back[0].path == str(tmp_path / "photos" / "0.jpg")
+    assert manifest_digest(back) == manifest_digest(rows)

@@ -166,13 +166,18 @@ def write_manifest(path: str | os.PathLike, samples: list[Sample]) -> Path:
     Relative sample paths are relative to the working directory, but a manifest's relative
     paths are read relative to its own folder: they are written absolute.
     """
-    rows = [s if os.path.isabs(s.path) else dataclasses.replace(s, path=os.path.abspath(s.path)) for s in samples]
-    return write_text(path, _rows_csv(rows))
+    return write_text(path, _rows_csv(_absolute(samples)))
+
+
+def _absolute(samples: list[Sample]) -> list[Sample]:
+    """``samples`` with absolute paths, as a manifest stores them (and its digest counts them), whatever the
+    working directory the data root was given from."""
+    return [s if os.path.isabs(s.path) else dataclasses.replace(s, path=os.path.abspath(s.path)) for s in samples]
 
 
 def manifest_digest(samples: list[Sample]) -> str:
     """A short digest of the samples training sees, stored with every checkpoint and export."""
-    active = sorted((s for s in samples if s.active), key=lambda s: (s.path, s.start_s or 0.0))
+    active = sorted((s for s in _absolute(samples) if s.active), key=lambda s: (s.path, s.start_s or 0.0))
     return hashlib.sha256(_rows_csv(active).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
