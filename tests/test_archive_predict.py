@@ -171,6 +171,30 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops():
     assert stopped.wait(5.0)
 
 
+def test_decoding_ahead_holds_numpy_blas_to_one_thread_and_restores_it():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    if not blas():
+        pytest.skip("numpy is linked to no BLAS that threadpoolctl can see")
+    with threadpool_limits(limits=2, user_api="blas"):
+        seen = []
+
+        def items():
+            for i in range(3):
+                seen.append(blas())
+                yield i
+
+        assert list(prefetch(items(), depth=2)) == [0, 1, 2]
+        assert all(n == [1] * len(n) for n in seen) and len(seen) == 3
+        assert blas() == [2] * len(blas())  # restored for whatever runs after predict
+        seen.clear()
+        assert list(prefetch(items(), depth=0)) == [0, 1, 2]  # inline: nothing runs beside it, BLAS keeps its pool
+        assert all(n == [2] * len(n) for n in seen)
+
+
 def test_decoding_ahead_gives_the_same_rows(tmp_path, audio_export, photo_export):
     from birdvision.inference import load
 

@@ -4,6 +4,10 @@ Decoding (libsndfile, the numpy resampler and high-pass, libjpeg via Pillow) and
 Runtime / PyTorch all release the GIL in their heavy parts, so a thread is enough for the
 next block or the next photos to be decoded while the model works on the current batch.
 The queue is bounded, so memory holds ``depth`` decoded items whatever the input's size.
+While the thread runs, numpy's BLAS (the resampler's and high-pass's matrix products) is held to
+one thread: the model's runtime has its own pool, and two pools on the same cores thrash
+(measured on 2 cores, 1-hour recording: 561x real time with OpenBLAS's default two threads,
+848x with one, INT8 call model).
 An exception in the generator is re-raised in the consumer at the point it happened;
 when the consumer stops early (an error, Ctrl-C), the producer is told to stop and
 exits at its next item.
@@ -34,6 +38,13 @@ def prefetch(items: Iterable[T], depth: int = 2, *, name: str = "birdvision-deco
     if depth <= 0:
         yield from items
         return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield from _ahead(items, depth, name)
+
+
+def _ahead(items: Iterable[T], depth: int, name: str) -> Iterator[T]:
     q: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
