@@ -1,10 +1,11 @@
-"""Staged fine-tuning: train only the new head for ``warmup_epochs``, then everything."""
+"""Staged fine-tuning: train only the new head for ``warmup_epochs``, then everything; optionally an EMA of the weights."""
 
 from __future__ import annotations
 
 import logging
 
 import lightning as L
+from lightning.pytorch.callbacks import EMAWeightAveraging
 
 from birdvision.models import split_parameters
 from birdvision.module import BirdClassifier, freeze_batchnorm
@@ -44,3 +45,18 @@ class StagedFinetuning(L.Callback):
         if trainer.current_epoch == self.warmup_epochs and self.warmup_epochs > 0:
             log.info("epoch %d: unfreezing the backbone", trainer.current_epoch)
         pl_module.log("train/backbone_frozen", float(frozen), on_step=False, on_epoch=True)
+
+
+class WeightEMA(EMAWeightAveraging):
+    """Lightning's EMA of the weights, with checkpoints that test what they hold.
+
+    Every checkpoint's ``state_dict`` is the average (so validation, ``best.ckpt``, evaluate,
+    export and predict all use it) and ``current_model_state`` holds the raw weights for
+    resuming. Lightning's callback restores the raw weights whenever a checkpoint is loaded
+    with it attached, so ``trainer.test(ckpt_path=...)`` after fit would score the raw
+    weights; outside fitting the average is what is loaded.
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == "fit":
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

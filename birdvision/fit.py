@@ -38,7 +38,7 @@ from birdvision.data.sources import DataSourceError
 from birdvision.data.splits import LeakageError
 from birdvision.embeddings import HeadOnEmbeddings
 from birdvision.evaluate import EvaluationError
-from birdvision.finetune import StagedFinetuning
+from birdvision.finetune import StagedFinetuning, WeightEMA
 from birdvision.models import WeightsUnavailableError, get_spec
 from birdvision.module import BirdClassifier
 from birdvision.runs import (
@@ -198,6 +198,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, *, enable_progress: bool = Tru
         mid_epoch = [RunCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
                                    every_n_train_steps=t.checkpoint_every_n_steps, enable_version_counter=False)]
     callbacks: list[L.Callback] = [every_epoch, best, *mid_epoch, StagedFinetuning(cfg.finetune.warmup_epochs, freeze_bn=cfg.finetune.freeze_bn)]
+    if cfg.finetune.ema_decay:
+        # validation, every checkpoint's state_dict (so test, evaluate, export, predict) and the final
+        # weights are the average; the raw weights ride along in the checkpoint for resuming
+        callbacks.append(WeightEMA(decay=cfg.finetune.ema_decay))
     callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if enable_progress:
         callbacks.append(RichProgressBar())

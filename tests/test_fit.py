@@ -266,3 +266,25 @@ def test_freeze_bn_keeps_pretrained_statistics_while_weights_train(demo_photos: 
     torch.testing.assert_close(last["net.features.1.running_mean"], pretrained["features.1.running_mean"])
     torch.testing.assert_close(last["net.features.1.running_var"], pretrained["features.1.running_var"])
     assert not torch.equal(last["net.features.0.weight"], pretrained["features.0.weight"])  # the backbone did train
+
+
+def test_weight_ema_is_what_checkpoints_test_and_resume_continues_the_raw_weights(demo_photos: Path, tmp_path: Path):
+    out = tmp_path / "runs"
+    assert main(fit_args(demo_photos, out, "finetune.ema_decay=0.5", "finetune.warmup_epochs=0", "trainer.max_epochs=1")) == 0
+    run = next((out / "demo").iterdir())
+    ck = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    avg, raw = ck["state_dict"], ck["current_model_state"]
+    assert avg.keys() == raw.keys()
+    assert not torch.equal(avg["net.features.0.weight"], raw["net.features.0.weight"])
+    s = json.loads((run / "summary.json").read_text())
+    # fit's test score is the averaged weights' score: evaluate loads best.ckpt on its own and agrees
+    assert s["test/acc"] == pytest.approx(s["eval/top1"])
+    model = load_classifier(run / "checkpoints" / "last.ckpt")
+    torch.testing.assert_close(model.net.features[0].weight, avg["net.features.0.weight"])
+    # resuming continues from the raw weights and keeps averaging
+    assert main(fit_args(demo_photos, out, "finetune.ema_decay=0.5", "finetune.warmup_epochs=0", "trainer.max_epochs=2",
+                         f"resume={run}")) == 0
+    run2 = max((out / "demo").iterdir(), key=lambda p: p.stat().st_mtime)
+    ck2 = torch.load(run2 / "checkpoints" / "last.ckpt", weights_only=False)
+    assert json.loads((run2 / "summary.json").read_text())["epochs_completed"] == 2
+    assert ck2["averaging_state"]["n_averaged"] > ck["averaging_state"]["n_averaged"]
