@@ -326,6 +326,25 @@ def _folder_images(folder: str | Path, preprocess: dict[str, Any]) -> tuple[np.n
     return np.stack(images), bad
 
 
+def _crossfit(logits: np.ndarray, labels: np.ndarray, ece: float, ece_valid_t: float | None, split: str) -> dict:
+    """The ECE a temperature fitted within the evaluated split gives (2-fold cross-fit), and a warning when the
+    temperature fitted on valid makes this split's ECE worse: valid is then not drawn like this split."""
+    if ece_valid_t is None or split == "valid":
+        return {}
+    fitted = cal.crossfit_ece(logits, labels)
+    if fitted is None:
+        return {}
+    out = {"ece_crossfit": fitted[0], "temperature_crossfit": fitted[1]}
+    if ece_valid_t > ece:
+        out["calibration_warning"] = (
+            f"the temperature fitted on valid raises {split}'s ECE ({100 * ece:.2f}% -> {100 * ece_valid_t:.2f}%), "
+            f"while one fitted within {split} (2-fold cross-fit, T={fitted[1]:.3f}) gives {100 * fitted[0]:.2f}%: "
+            f"valid is not drawn like {split} (another source or a domain shift), so its confidences do not "
+            "transfer; calibrate on data like the photos the model will see")
+        log.warning("%s", out["calibration_warning"])
+    return out
+
+
 def _abstention(ckpt_path: Path, preprocess: dict[str, Any], temperature: float, val_probs: np.ndarray | None,
                 probs: np.ndarray, correct: np.ndarray, threshold: Any, *, stored: dict[str, Any] | None,
                 batch_size: int, device: torch.device,
@@ -549,6 +568,7 @@ def evaluate_checkpoint(
         "ece_calibrated": bins_cal.ece if bins_cal else None,
         "calibration_split": "valid" if temperature is not None else None,
         "calibration_note": cal_note,
+        **_crossfit(logits, labels, bins_raw.ece, bins_cal.ece if bins_cal else None, split),
         "backbone": hp.get("backbone"),
         "recipe": hp.get("recipe"),
         "manifest_digest": hp.get("manifest_digest"),
@@ -647,7 +667,7 @@ def run(cfg: Any) -> dict[str, Any]:
         batch_size=cfg.batch_size, num_workers=cfg.num_workers, top_losses=cfg.top_losses, device=cfg.device,
         threshold=cfg.threshold,
     )
-    keys = ("split", "items", "top1", "top5", "macro_f1", "ece", "ece_calibrated", "temperature",
+    keys = ("split", "items", "top1", "top5", "macro_f1", "ece", "ece_calibrated", "ece_crossfit", "temperature",
             "thresholds/fpr_pooled", "thresholds/recall_macro", "thresholds/background_silent",
             "nocall/generated_silent", "presence/threshold", "presence/call_windows_with_row", "abstain/threshold",
             "abstain/auroc_generated", "abstain/auroc_folder")

@@ -480,7 +480,7 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
         )
         summary.update({"eval/split": split, "eval/top1": ev["top1"], "eval/ece": ev["ece"], "eval/ece_calibrated": ev["ece_calibrated"],
                         "temperature": ev["temperature"]})
-        summary.update({f"eval/{k}": ev[k] for k in ("top1_species", "thresholds/fpr_pooled", "thresholds/recall_macro",
+        summary.update({f"eval/{k}": ev[k] for k in ("ece_crossfit", "top1_species", "thresholds/fpr_pooled", "thresholds/recall_macro",
                                                      "thresholds/background_silent", "nocall/generated_silent",
                                                      "abstain/threshold",
                                                      "abstain/auroc_generated") if ev.get(k) is not None})

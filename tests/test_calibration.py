@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from birdvision.reports.calibration import (
+    crossfit_ece,
     expected_calibration_error,
     fit_temperature,
     nll,
@@ -69,3 +70,21 @@ def test_temperature_recovers_the_true_scale():
 
 def test_temperature_without_samples_is_identity():
     assert fit_temperature(np.zeros((0, 3)), np.zeros(0, dtype=np.int64)) == 1.0
+
+
+def test_crossfit_tells_a_shifted_calibration_split_from_an_uncalibratable_model():
+    # "valid" over-confident by 3, "test" already calibrated: valid's temperature over-softens test
+    val_logits, val_labels = _overconfident(n=2000, true_t=3.0, seed=2)
+    test_logits, test_labels = _overconfident(n=2000, true_t=1.0, seed=3)
+    t_valid = fit_temperature(val_logits, val_labels)
+    ece_raw = expected_calibration_error(softmax(test_logits), test_labels)
+    ece_valid_t = expected_calibration_error(softmax(test_logits, t_valid), test_labels)
+    ece_cross, t_cross = crossfit_ece(test_logits, test_labels)
+    assert ece_valid_t > ece_raw + 0.05  # the shifted temperature hurts
+    assert t_cross == pytest.approx(1.0, abs=0.15) and ece_cross < ece_valid_t / 2  # one fitted within test does not
+    # on over-confident test logits the cross-fit recovers their own scale
+    over_logits, over_labels = _overconfident(n=2000, true_t=3.0, seed=4)
+    ece_over, t_over = crossfit_ece(over_logits, over_labels)
+    assert t_over == pytest.approx(3.0, rel=0.15)
+    assert ece_over < expected_calibration_error(softmax(over_logits), over_labels) / 2
+    assert crossfit_ece(test_logits[:3], test_labels[:3]) is None

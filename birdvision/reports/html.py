@@ -156,12 +156,13 @@ def _eval_section(d: Path) -> str:
         ("top-1 accuracy", m.get("top1")), ("top-5 accuracy", m.get("top5")),
         ("macro precision", m.get("macro_precision")), ("macro recall", m.get("macro_recall")),
         ("macro F1", m.get("macro_f1")), ("ECE (raw)", m.get("ece")), ("ECE (scaled)", m.get("ece_calibrated")),
-        ("temperature", m.get("temperature")), ("items", m.get("items")),
+        ("ECE (in-split cross-fit)", m.get("ece_crossfit")), ("temperature", m.get("temperature")), ("items", m.get("items")),
     ]))
     parts.append(f"<p class='note'>data: {_esc(m.get('data', ''))}; checkpoint: {_esc(m.get('checkpoint', ''))}; "
                  f"classes in split: {_esc(m.get('classes_in_split', ''))} of {_esc(m.get('num_classes', ''))}</p>")
-    if m.get("calibration_note"):
-        parts.append(f"<p class='warn'>{_esc(m['calibration_note'])}</p>")
+    for key in ("calibration_note", "calibration_warning"):
+        if m.get(key):
+            parts.append(f"<p class='warn'>{_esc(m[key])}</p>")
     parts.append("<h3>Calibration</h3>" + _img_file(d / "reliability.png", "reliability diagram"))
     parts.append("<h3>Confusion matrix</h3>" + _img_file(d / "confusion_matrix.png", "confusion matrix"))
     parts.append("<h3>Most-confused pairs</h3>" + csv_table(d / "confused_pairs.csv", limit=15))
