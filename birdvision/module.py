@@ -51,12 +51,16 @@ class OneCycle(torch.optim.lr_scheduler.OneCycleLR):
 
 
 def _metrics(num_classes: int) -> MetricCollection:
+    # compute_groups=False: torchmetrics groups metrics whose states are equal after the first batch, and
+    # a first batch classified perfectly makes top-5 accuracy's and macro F1's equal, so F1 then
+    # reported top-5 accuracy for the rest of the epoch (test/f1 0.993 beside a 0.960 top-1, measured)
     return MetricCollection(
         {
             "acc": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
             "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
             "f1": MulticlassF1Score(num_classes, average="macro"),
-        }
+        },
+        compute_groups=False,
     )
 
 

@@ -288,3 +288,26 @@ def test_weight_ema_is_what_checkpoints_test_and_resume_continues_the_raw_weight
     ck2 = torch.load(run2 / "checkpoints" / "last.ckpt", weights_only=False)
     assert json.loads((run2 / "summary.json").read_text())["epochs_completed"] == 2
     assert ck2["averaging_state"]["n_averaged"] > ck["averaging_state"]["n_averaged"]
+
+
+def test_epoch_metrics_stay_apart_after_a_perfect_first_batch():
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+    from birdvision.module import BirdClassifier
+
+    n = 36
+    m = BirdClassifier("test_tiny", [f"c{i}" for i in range(n)], load_weights=False)
+    alone = {"acc": MulticlassAccuracy(n, top_k=1, average="micro"), "acc5": MulticlassAccuracy(n, top_k=5, average="micro"),
+             "f1": MulticlassF1Score(n, average="macro")}
+    g = torch.Generator().manual_seed(0)
+    for i in range(5):
+        y = torch.randint(0, n, (32,), generator=g)
+        x = torch.randn(32, n, generator=g)
+        x[torch.arange(32), y] += 20.0 if i == 0 else 2.0  # the first batch all right, later ones often wrong
+        m.test_metrics.update(x, y)
+        for metric in alone.values():
+            metric.update(x, y)
+    got = m.test_metrics.compute()
+    for k, metric in alone.items():
+        assert float(got[f"test/{k}"]) == pytest.approx(float(metric.compute())), k
+    assert float(got["test/f1"]) != pytest.approx(float(got["test/acc5"]))
