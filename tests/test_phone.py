@@ -93,18 +93,25 @@ def test_tflite_and_pte_fp32_and_int8_are_gated_in_their_own_runtimes(run_dir, t
             assert row["acc"] == res["engines"]["ort_fp32"]["acc"]  # the same answers
 
 
+def _tiny_app():
+    """(app module of a tiny 3-class photo model, its preprocessing, 4 uint8 calibration photos)."""
+    from birdvision.exporting.phone import AppModule
+    from birdvision.module import BirdClassifier
+
+    pre = {"size": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bilinear"}
+    model = BirdClassifier("test_tiny", ["a", "b", "c"], preprocess=pre, manifest_digest="x", recipe="t").eval()
+    calib = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    return AppModule(model.net, pre, 1.0), pre, calib
+
+
 @pytest.mark.skipif(not all(HAS.values()), reason="needs litert-torch and executorch (birdvision[litert,executorch])")
 @pytest.mark.parametrize("runtime", ["tflite", "pte"])
 def test_int8_quantizes_the_network_only_and_keeps_its_ends_float_when_asked(runtime):
     import torch
 
-    from birdvision.exporting.phone import AppModule, example_input, quantize_module
-    from birdvision.module import BirdClassifier
+    from birdvision.exporting.phone import example_input, quantize_module
 
-    pre = {"size": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bilinear"}
-    model = BirdClassifier("test_tiny", ["a", "b", "c"], preprocess=pre, manifest_digest="x", recipe="t").eval()
-    app = AppModule(model.net, pre, 1.0)
-    calib = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    app, pre, calib = _tiny_app()
 
     def weights_int8(keep_ends_float: bool) -> int:
         gm = quantize_module(runtime, app, example_input(pre), calib, keep_ends_float=keep_ends_float)
@@ -116,4 +123,24 @@ def test_int8_quantizes_the_network_only_and_keeps_its_ends_float_when_asked(run
     assert weights_int8(True) == 1  # the second convolution; the first and the classifier stay float
     assert weights_int8(False) == 3  # both convolutions and the classifier
     with torch.no_grad():  # the module itself is untouched (the FP32 files are built from it too)
+        assert app(torch.from_numpy(calib)).dtype == torch.float32
+
+
+@pytest.mark.skipif(not all(HAS.values()), reason="needs litert-torch and executorch (birdvision[litert,executorch])")
+@pytest.mark.parametrize("runtime", ["tflite", "pte"])
+def test_int8_activations_follow_the_calibration_settings(runtime):
+    import torch
+
+    from birdvision.exporting.phone import example_input, quantize_module
+
+    app, pre, calib = _tiny_app()
+
+    def activation_zero_points(**kw) -> set[int]:
+        gm = quantize_module(runtime, app, example_input(pre), calib, keep_ends_float=False, **kw)
+        return {int(n.args[2]) for n in gm.graph.nodes
+                if n.op == "call_function" and "quantize_per_tensor" in str(n.target)}
+
+    assert activation_zero_points(method="minmax", symmetric_activations=True) == {0}  # centred on zero
+    assert activation_zero_points(method="histogram", symmetric_activations=False) - {0}  # affine: shifted
+    with torch.no_grad():
         assert app(torch.from_numpy(calib)).dtype == torch.float32

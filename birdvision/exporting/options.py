@@ -34,7 +34,7 @@ class CalibrationConfig:
     n: int = 128
     data: str | None = None  # default: the run's manifest, rows of `split`
     split: str = "valid"
-    method: str = "minmax"  # minmax | entropy | percentile
+    method: str = "minmax"  # minmax | entropy | percentile (ONNX); LiteRT / ExecuTorch: minmax, others their histogram observer
     batch_size: int = 8
     # signed, zero-centred activations (S8S8) or unsigned ones (U8S8, the pairing x86/ARM kernels run fastest);
     # null = the backbone's default: signed for EfficientNet-Lite (fine-tuned Lite0 on the real photos drops

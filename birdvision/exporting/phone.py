@@ -108,19 +108,46 @@ def fixed_size_photos(photos: list[np.ndarray], preprocess: dict[str, Any]) -> n
     return np.stack(out)
 
 
-def _quantizer(runtime: str) -> Any:
-    """Each converter's own PT2E quantizer: INT8 activations (per tensor), INT8 weights per output channel."""
+def _quantizer(runtime: str, method: str = "histogram", symmetric_activations: bool = False) -> Any:
+    """Each converter's own PT2E quantizer: INT8 activations (per tensor), INT8 weights per output channel.
+
+    Activations follow ``calibration`` like ``model.int8.onnx``: ``method="minmax"`` observes plain
+    min/max (others keep the quantizers' histogram observer), and ``symmetric_activations`` centres
+    them on zero (per-tensor symmetric), the pairing that keeps fine-tuned EfficientNet-Lite within
+    the INT8 gate in ONNX Runtime.
+    """
     if runtime == "pte":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
             get_symmetric_quantization_config,
         )
 
-        return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        return XNNPACKQuantizer().set_global(_activations(get_symmetric_quantization_config(is_per_channel=True),
+                                                          method, symmetric_activations))
     from litert_torch.quantize import pt2e_quantizer
 
-    return pt2e_quantizer.PT2EQuantizer().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    return pt2e_quantizer.PT2EQuantizer().set_global(_activations(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True), method, symmetric_activations))
+
+
+def _activations(config: Any, method: str, symmetric: bool) -> Any:
+    """``config`` (a quantizer's dataclass) with its activation specs observed by ``method``, symmetric or not."""
+    import dataclasses
+
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    def spec(s: Any) -> Any:
+        if s is None:
+            return s
+        changes: dict[str, Any] = {}
+        if method == "minmax":
+            changes["observer_or_fake_quant_ctr"] = MinMaxObserver.with_args(eps=2 ** -12)
+        if symmetric:
+            changes["qscheme"] = torch.per_tensor_symmetric
+        return dataclasses.replace(s, **changes)
+
+    return dataclasses.replace(config, input_activation=spec(config.input_activation),
+                               output_activation=spec(config.output_activation))
 
 
 def _module_path(node: Any) -> str:
@@ -164,7 +191,8 @@ def _only_net(quantizer: Any, keep: set[str]) -> Any:
 
 
 def quantize_module(runtime: str, module: AppModule, example: torch.Tensor, calibration: np.ndarray, *,
-                    keep_ends_float: bool = True) -> torch.fx.GraphModule:
+                    keep_ends_float: bool = True, method: str = "histogram",
+                    symmetric_activations: bool = False) -> torch.fx.GraphModule:
     """PT2E static INT8 of the network inside ``module`` with ``runtime``'s quantizer, calibrated one input at a
     time on ``calibration`` (uint8 ``[N, size, size, 3]`` photos or float32 ``[N, T]`` windows, what the file
     takes). Returns the converted graph (Q/DQ around the network's operations), ready for the converter."""
@@ -174,7 +202,8 @@ def quantize_module(runtime: str, module: AppModule, example: torch.Tensor, cali
         raise ExportError("the calibration set is empty: INT8 quantization needs at least one sample")
     with torch.no_grad():
         gm = torch.export.export(module.eval(), (example,)).module()
-        prepared = prepare_pt2e(gm, _only_net(_quantizer(runtime), float_nodes(gm, keep_ends_float)))
+        prepared = prepare_pt2e(gm, _only_net(_quantizer(runtime, method, symmetric_activations),
+                                              float_nodes(gm, keep_ends_float)))
         for x in calibration:
             prepared(torch.from_numpy(np.ascontiguousarray(x[None])))
         # LiteRT's converter reads the Q/DQ pairs itself (its own tests keep quantize unfolded)
@@ -186,7 +215,8 @@ def _eval(module: nn.Module) -> nn.Module:
     return module if isinstance(module, torch.fx.GraphModule) else module.eval()
 
 
-def export_tflite(module: nn.Module, example: torch.Tensor, path: Path, *, int8: bool = False) -> Path:
+def export_tflite(module: nn.Module, example: torch.Tensor, path: Path, *, int8: bool = False,
+                  method: str = "histogram", symmetric_activations: bool = False) -> Path:
     import litert_torch
 
     from birdvision.artifacts import atomic_path
@@ -195,7 +225,7 @@ def export_tflite(module: nn.Module, example: torch.Tensor, path: Path, *, int8:
     if int8:
         from litert_torch.quantize.quant_config import QuantConfig
 
-        kw["quant_config"] = QuantConfig(pt2e_quantizer=_quantizer("tflite"))
+        kw["quant_config"] = QuantConfig(pt2e_quantizer=_quantizer("tflite", method, symmetric_activations))
     try:
         edge = litert_torch.convert(_eval(module), (example,), **kw)
     except Exception as e:  # noqa: BLE001 - the converter raises many kinds
@@ -268,7 +298,8 @@ class ExecuTorchSession:
 
 
 def build(fmt: str, module: AppModule, preprocess: dict[str, Any], out_dir: Path, *,
-          calibration: np.ndarray | None = None, keep_ends_float: bool = True) -> Path:
+          calibration: np.ndarray | None = None, keep_ends_float: bool = True, method: str = "histogram",
+          symmetric_activations: bool = False) -> Path:
     """Write ``model.tflite`` / ``model.pte``, or their INT8 variants (``*_int8``, calibrated on ``calibration``)."""
     name, runtime = PHONE_FORMATS[fmt][2], runtime_of(fmt)
     example = example_input(preprocess)
@@ -277,14 +308,16 @@ def build(fmt: str, module: AppModule, preprocess: dict[str, Any], out_dir: Path
         if calibration is None:
             raise ExportError(f"{name}: INT8 needs calibration inputs")
         try:
-            module = quantize_module(runtime, module, example, calibration, keep_ends_float=keep_ends_float)
+            module = quantize_module(runtime, module, example, calibration, keep_ends_float=keep_ends_float,
+                                     method=method, symmetric_activations=symmetric_activations)
         except ExportError:
             raise
         except Exception as e:  # noqa: BLE001 - torch.export / the quantizers raise many kinds
             raise ExportError(f"{name}: PT2E quantization failed: {type(e).__name__}: "
                               f"{str(e).splitlines()[0][:300]}") from None
     if runtime == "tflite":
-        return export_tflite(module, example, out_dir / name, int8=int8)
+        return export_tflite(module, example, out_dir / name, int8=int8, method=method,
+                             symmetric_activations=symmetric_activations)
     return export_pte(module, example, out_dir / name)
 
 

@@ -120,9 +120,7 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     if "int8" in formats:
         from birdvision.exporting.variants import quantize_int8
 
-        sym = cfg.calibration.symmetric_activations
-        if sym is None:
-            sym = get_spec(meta["backbone"]).int8_symmetric_activations
+        sym = _symmetric_activations(cfg, meta)
         log.info("INT8: %s activations, per-channel signed weights", "signed symmetric (S8S8)" if sym else "unsigned (U8S8)")
         qnet = quantize_int8(net, calib_net, method=cfg.calibration.method, batch_size=cfg.calibration.batch_size,
                              symmetric_activations=sym, keep_ends_float=cfg.calibration.keep_ends_float)
@@ -197,7 +195,8 @@ def _phone(res: ExportResult, formats: list[str], cfg: Any, meta: dict[str, Any]
         precision = "int8" if fmt.endswith("_int8") else "fp32"
         try:
             path = phone.build(fmt, module, pre, res.output_dir, calibration=calib,
-                               keep_ends_float=bool(cfg.calibration.keep_ends_float))
+                               keep_ends_float=bool(cfg.calibration.keep_ends_float), method=cfg.calibration.method,
+                               symmetric_activations=_symmetric_activations(cfg, meta))
             report = gate(path, phone.session(fmt, path, int(cfg.threads)), feed, fref, precision=precision,
                           input_kind=kind, thresholds=thresholds, data=origin, batch_size=int(cfg.parity.batch_size))
         except (ExportError, ParityError) as e:
@@ -321,3 +320,9 @@ def _tensorrt(res: ExportResult, cfg: Any, meta: dict[str, Any], net, post, cali
     res.files["trtexec"] = trt_mod.write_script(out, shape, cfg.tensorrt.max_batch, str(meta.get("backbone")), reason,
                                                 dict(meta["preprocess"]), fp32_passed="trt_fp32" in res.files,
                                                 int8_passed="trt_int8" in res.files)
+
+
+def _symmetric_activations(cfg: Any, meta: dict[str, Any]) -> bool:
+    """``calibration.symmetric_activations``, or the backbone's default when null (every INT8 format alike)."""
+    sym = cfg.calibration.symmetric_activations
+    return bool(get_spec(meta["backbone"]).int8_symmetric_activations if sym is None else sym)
