@@ -130,7 +130,8 @@ class MelConfig:
 
 @dataclass
 class AudioAugmentConfig:
-    """Training-only augmentations (birdvision.data.audio_augment); no flips or rotations."""
+    """Training-only augmentations (birdvision.data.audio_augment, which checks a section with augment_config);
+    no flips or rotations."""
 
     enabled: bool = True
     shift_p: float = bounded(0.5, ge=0, le=1)

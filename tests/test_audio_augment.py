@@ -7,11 +7,13 @@ import pickle
 import numpy as np
 import pytest
 
+from birdvision.config import AudioAugmentConfig, FitConfig, load_config
 from birdvision.data.audio_augment import (
-    AudioAugmentConfig,
     WaveAugment,
+    augment_config,
     describe,
     mix_at_snr,
+    spec_augment_kwargs,
     time_stretch,
 )
 from birdvision.data.mel import SpecAugment
@@ -117,15 +119,30 @@ def test_same_seed_same_output_and_context_budget():
 
 def test_config_is_strict_and_round_trips():
     with pytest.raises(ValueError, match="unknown audio augment key"):
-        AudioAugmentConfig.from_dict({"noise_prob": 0.5})
-    with pytest.raises(ValueError, match="probability"):
-        AudioAugmentConfig(noise_p=1.5)
+        augment_config({"noise_prob": 0.5})
+    with pytest.raises(ValueError, match="noise_p"):
+        augment_config({"noise_p": 1.5})
+    with pytest.raises(ValueError, match="noise_p"):
+        WaveAugment(AudioAugmentConfig(noise_p=1.5))  # a config built by hand is checked too
     with pytest.raises(ValueError, match="range"):
-        AudioAugmentConfig(gain_db=[6, -6])
-    cfg = AudioAugmentConfig.from_dict({"noise_amplitude": [0.0, 0.02], "pitch_p": 0.0})
-    assert cfg.noise_amplitude == (0.0, 0.02)
-    assert AudioAugmentConfig.from_dict(cfg.to_dict()) == cfg
+        augment_config({"gain_db": [6, -6]})
+    with pytest.raises(ValueError, match="stretch_rate"):
+        augment_config({"stretch_rate": [0.0, 1.1]})
+    cfg = augment_config({"noise_amplitude": [0.0, 0.02], "pitch_p": 0.0})
+    assert cfg.noise_amplitude == [0.0, 0.02]
+    assert augment_config(cfg) == cfg
     assert "pitch" not in " ".join(describe(cfg)) and "noise(p=0.5)" in describe(cfg)
-    spec = SpecAugment(**cfg.spec_augment_kwargs())
+    spec = SpecAugment(**spec_augment_kwargs(cfg))
     assert spec.p == 0.5 and spec.time_mask_frames == 24
-    assert AudioAugmentConfig(enabled=False).spec_augment_kwargs()["p"] == 0.0
+    assert spec_augment_kwargs(AudioAugmentConfig(enabled=False))["p"] == 0.0
+
+
+def test_the_fit_schema_section_is_the_augment_config():
+    # one definition: what fit loads (audio.augment) is exactly what the augmentations run with
+    cfg = load_config(FitConfig, ["recipe=effnet_lite0_calls", "audio.augment.noise_p=0.25"],
+                      preset_key="recipe", preset_dir="recipes")
+    from omegaconf import OmegaConf
+
+    aug = augment_config(OmegaConf.to_container(cfg.audio.augment, resolve=True))
+    assert isinstance(aug, AudioAugmentConfig) and aug.noise_p == 0.25
+    assert aug == augment_config(AudioAugmentConfig(noise_p=0.25))

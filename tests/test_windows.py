@@ -14,8 +14,9 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
 
+from birdvision.config import AudioAugmentConfig
 from birdvision.data.audio import discover_recordings, load
-from birdvision.data.audio_augment import AudioAugmentConfig, WaveAugment
+from birdvision.data.audio_augment import WaveAugment
 from birdvision.data.demo_calls import make_demo_calls
 from birdvision.data.manifest import Sample
 from birdvision.data.splits import assert_no_leakage, grouped_split

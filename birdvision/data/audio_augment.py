@@ -3,8 +3,8 @@
 Applied by :class:`birdvision.data.windows.AudioWindowDataset` to training windows only
 (evaluation datasets get ``augment=None``). The spectrogram masks live with the
 frontend (:class:`birdvision.data.mel.SpecAugment`) because they act on its output;
-their settings sit in the same :class:`AudioAugmentConfig` so one config section
-controls all audio augmentation. No flips or rotations: a call played backwards or
+their settings sit in the same config section (``audio.augment``, one dataclass:
+:class:`birdvision.config.AudioAugmentConfig`) so one section controls all audio augmentation. No flips or rotations: a call played backwards or
 upside down in frequency is not a call of the same bird.
 
 Steps, in order (each with its own probability; ``p=0`` switches it off):
@@ -29,79 +29,58 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
+from birdvision.config import AudioAugmentConfig
 from birdvision.data.dsp import resample_poly
 
 Background = Callable[[int, np.random.Generator], "np.ndarray | None"]
 
 
-@dataclass
-class AudioAugmentConfig:
-    """Probabilities and ranges of every audio augmentation; ``enabled=False`` switches all off."""
+#: the [low, high] range settings
+RANGES = ("stretch_rate", "gain_db", "mix_snr_db", "noise_amplitude")
 
-    enabled: bool = True
-    shift_p: float = 0.5
-    shift_max_seconds: float = 1.0
-    stretch_p: float = 0.0
-    stretch_rate: tuple[float, float] = (0.9, 1.1)
-    pitch_p: float = 0.3
-    pitch_semitones: float = 2.0
-    gain_p: float = 0.5
-    gain_db: tuple[float, float] = (-6.0, 6.0)
-    mix_p: float = 0.0
-    mix_snr_db: tuple[float, float] = (6.0, 20.0)
-    background_paths: list[str] = field(default_factory=list)
-    noise_p: float = 0.5
-    noise_amplitude: tuple[float, float] = (0.0, 0.015)
-    # spectrogram masks (SpecAugment on the frontend's output)
-    spec_p: float = 0.5
-    time_masks: int = 2
-    time_mask_frames: int = 24
-    freq_masks: int = 2
-    freq_mask_bins: int = 12
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name.endswith("_p") and not 0.0 <= float(v) <= 1.0:
-                raise ValueError(f"augment.{f.name} must be a probability in [0, 1], got {v}")
-            if isinstance(f.default, tuple):
-                v = tuple(float(a) for a in v)
-                if len(v) != 2 or v[0] > v[1]:
-                    raise ValueError(f"augment.{f.name} must be a range [low, high], got {list(v)}")
-                setattr(self, f.name, v)
-        if self.stretch_rate[0] <= 0:
-            raise ValueError("augment.stretch_rate must be positive")
-        self.background_paths = [str(p) for p in self.background_paths]
+def augment_config(config: AudioAugmentConfig | dict[str, Any] | None = None) -> AudioAugmentConfig:
+    """The config section (``audio.augment``, :class:`birdvision.config.AudioAugmentConfig`) checked for direct
+    use: unknown keys are an error (a typo must not switch a step off), every value within its schema bounds,
+    every range ``[low, high]`` with ``low <= high``; ``None`` gives the defaults."""
+    if isinstance(config, AudioAugmentConfig):
+        config = asdict(config)
+    d = dict(config or {})
+    known = {f.name for f in fields(AudioAugmentConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown audio augment key(s) {unknown}; valid: {sorted(known)}")
+    cfg = AudioAugmentConfig(**d)
+    for f in fields(cfg):
+        value, bounds = getattr(cfg, f.name), f.metadata.get("bounds")
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            why = bounds.problem(v) if bounds is not None else None
+            if why:
+                raise ValueError(f"augment.{f.name}={value!r}: {why}")
+    for name in RANGES:
+        v = [float(a) for a in getattr(cfg, name)]
+        if len(v) != 2 or v[0] > v[1]:
+            raise ValueError(f"augment.{name} must be a range [low, high], got {v}")
+        setattr(cfg, name, v)
+    cfg.background_paths = [str(p) for p in cfg.background_paths]
+    return cfg
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> AudioAugmentConfig:
-        """Build from a config mapping; unknown keys are an error (a typo must not switch a step off)."""
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown audio augment key(s) {unknown}; valid: {sorted(known)}")
-        return cls(**d)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    def spec_augment_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :class:`birdvision.data.mel.SpecAugment` (p=0 when disabled)."""
-        return {
-            "p": self.spec_p if self.enabled else 0.0,
-            "time_masks": self.time_masks,
-            "time_mask_frames": self.time_mask_frames,
-            "freq_masks": self.freq_masks,
-            "freq_mask_bins": self.freq_mask_bins,
-        }
+def spec_augment_kwargs(config: AudioAugmentConfig) -> dict[str, Any]:
+    """Keyword arguments for :class:`birdvision.data.mel.SpecAugment` (p=0 when disabled)."""
+    return {
+        "p": config.spec_p if config.enabled else 0.0,
+        "time_masks": config.time_masks,
+        "time_mask_frames": config.time_mask_frames,
+        "freq_masks": config.freq_masks,
+        "freq_mask_bins": config.freq_mask_bins,
+    }
 
 
 def time_stretch(x: np.ndarray, rate: float, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
@@ -166,9 +145,7 @@ class WaveAugment:
     """
 
     def __init__(self, config: AudioAugmentConfig | dict[str, Any] | None = None) -> None:
-        if config is None or isinstance(config, dict):
-            config = AudioAugmentConfig.from_dict(config)
-        self.config = config
+        self.config = augment_config(config)
         self._backgrounds: dict[str, np.ndarray] = {}
 
     def __getstate__(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from birdvision.data.audio import AudioError, discover_recordings
-from birdvision.data.audio_augment import AudioAugmentConfig, WaveAugment
+from birdvision.data.audio_augment import WaveAugment, augment_config, spec_augment_kwargs
 from birdvision.data.background import (
     BACKGROUND_CLASS,
     background_folder,
@@ -110,7 +110,7 @@ def build_audio_datasets(cfg: DictConfig, found: Discovery, recordings: list[Sam
 
     a = cfg.audio
     skipped = list(found.skipped)
-    aug_cfg = AudioAugmentConfig.from_dict(OmegaConf.to_container(a.augment, resolve=True))  # type: ignore[arg-type]
+    aug_cfg = augment_config(OmegaConf.to_container(a.augment, resolve=True))  # type: ignore[arg-type]
     extra, bg_skipped, nocall = _background_sources(cfg, recordings)
     skipped += bg_skipped
     per_split: dict[str, list[Sample]] = {}
@@ -164,7 +164,7 @@ def build_audio_datasets(cfg: DictConfig, found: Discovery, recordings: list[Sam
         )
         skipped += [(p.path, p.reason) for p in datasets[split].problems]
     assert_no_leakage(windows)
-    spec_aug = SpecAugment(**aug_cfg.spec_augment_kwargs()) if aug_cfg.enabled else None
+    spec_aug = SpecAugment(**spec_augment_kwargs(aug_cfg)) if aug_cfg.enabled else None
     pre = audio_preprocess(cfg)
     return Pipeline(
         windows, classes, datasets, pre, in_chans=pre["in_chans"], skipped=skipped, origin=found.origin,
