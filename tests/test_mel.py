@@ -152,7 +152,7 @@ def test_spec_augment_masks_in_training_only():
 @pytest.mark.filterwarnings("ignore:Constant folding")  # reflect Pad exports a step -1 Slice; harmless
 @pytest.mark.parametrize("stft", ["auto", "conv"])  # auto: the factored DFT while exporting
 def test_onnx_export_with_frontend_matches_pytorch(tmp_path, stft):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     torch.manual_seed(0)
     fe = MelFrontend(in_chans=3, stft=stft)
     net = nn.Sequential(
@@ -191,7 +191,7 @@ def test_onnx_export_with_frontend_matches_pytorch(tmp_path, stft):
 
 @pytest.mark.slow
 def test_onnx_dynamo_export_with_frontend(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     fe = MelFrontend().eval()
     batch = torch.export.Dim("batch", min=1, max=64)
     torch.onnx.export(

@@ -13,6 +13,20 @@ def test_every_backbone_builds_with_new_head(name):
     head, body = split_parameters(m, name)
     assert head and body
     assert any(p.shape == (7,) for p in head)  # the new Linear's bias is in the head group
+    # one gradient step through the whole network lowers the loss on its batch (shapes alone prove little)
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
+    # eval mode: no dropout draws and fixed batch-norm statistics, so the two losses differ only by the step
+    before = torch.nn.functional.cross_entropy(m(x), y)
+    before.backward()
+    assert all(p.grad is not None for p in body if p.requires_grad)  # every backbone weight is reached
+    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in m.parameters() if p.grad is not None))
+    with torch.no_grad():  # a short step down the gradient, whatever its scale
+        for p in m.parameters():
+            if p.grad is not None:
+                p -= 1e-2 * p.grad / norm
+    with torch.no_grad():
+        assert torch.nn.functional.cross_entropy(m(x), y) < before.detach()
 
 
 def test_convnext_keeps_layernorm_in_head():

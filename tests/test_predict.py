@@ -292,19 +292,14 @@ def test_photos_top_k_and_unreadable_listed(tmp_path, demo_photos):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, calls, audio_ckpt) -> Path:
-    pytest.importorskip("onnxruntime")
-    try:
-        from birdvision.export import main as export_main
-    except ImportError as e:  # pragma: no cover - export is built alongside
-        pytest.skip(f"birdvision.export is not available ({e})")
     from birdvision.data.manifest import Sample, write_manifest
+    from birdvision.export import main as export_main
 
     tmp = tmp_path_factory.mktemp("export")
     samples = [Sample(path=str(p), label=p.parent.name, split="valid", group=str(p)) for p in sorted(calls.rglob("*.wav"))]
     manifest = write_manifest(tmp / "manifest.csv", samples)
     rc = export_main([f"ckpt={audio_ckpt}", "format=onnx", f"output_dir={tmp / 'out'}", f"parity.data={manifest}"])
-    if rc != 0 or not (tmp / "out" / "model.onnx").is_file():
-        pytest.skip(f"export of the test checkpoint failed (exit {rc}); see birdvision.export")
+    assert rc == 0 and (tmp / "out" / "model.onnx").is_file(), f"export of the test checkpoint failed (exit {rc})"
     return tmp / "out" / "model.onnx"
 
 
