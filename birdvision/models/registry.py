@@ -7,7 +7,7 @@ equal torchvision's builder names so users can look them up there.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from birdvision.config import ConfigError
 
@@ -36,7 +36,6 @@ class BackboneSpec:
     weights_package_version: str | None = None  # the version whose file birdvision maps and checks
     remap: str | None = None  # "module:function(state, model) -> state" renaming a weights file onto the builder's keys
     int8_symmetric_activations: bool = False  # export's default INT8 activations: signed (S8S8) instead of U8S8
-    extra: dict = field(default_factory=dict)
 
 
 _SPECS = [
