@@ -221,11 +221,6 @@ def build_policy(cfg: Any) -> Policy:
     return Policy(actions, t, parse_decisions(cfg.decisions))
 
 
-def schema_defaults() -> AuditConfig:
-    """The schema's defaults as a plain object (tests and library callers without YAML)."""
-    return AuditConfig()
-
-
 def as_dict(obj: Any) -> dict:
     """A dataclass or OmegaConf node as a plain dict."""
     if dataclasses.is_dataclass(obj):

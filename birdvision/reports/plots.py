@@ -8,7 +8,6 @@ server or inside a DataLoader worker wants neither, so every figure here is a pl
 from __future__ import annotations
 
 import csv
-import io
 import math
 from pathlib import Path
 
@@ -29,13 +28,6 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     return path
-
-
-def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
-    """``fig`` as PNG bytes (for embedding in a page)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def _short(name: str, n: int = 24) -> str:
