@@ -144,3 +144,24 @@ def test_int8_activations_follow_the_calibration_settings(runtime):
     assert activation_zero_points(method="histogram", symmetric_activations=False) - {0}  # affine: shifted
     with torch.no_grad():
         assert app(torch.from_numpy(calib)).dtype == torch.float32
+
+
+@pytest.mark.skipif(not all(HAS.values()), reason="needs litert-torch and executorch (birdvision[litert,executorch])")
+@pytest.mark.parametrize("fmt", ["tflite", "pte"])
+def test_call_model_fp32_builds_and_matches_with_its_mel_frontend(fmt, tmp_path):
+    # the frontend's DFT kernels once had a zero stride on their channel axis, which ExecuTorch refused
+    import torch
+
+    from birdvision.exporting import phone
+    from tests.conftest import tiny_calls_classifier
+
+    m = tiny_calls_classifier()
+    pre = dict(m.hparams.preprocess)
+    module = phone.AppModule(m.net, pre, 1.0, 1)
+    assert 0 not in module.frontend.dft_kernels.stride()
+    path = phone.build(fmt, module, pre, tmp_path)
+    x = np.random.default_rng(0).normal(0, 0.1, (3, int(pre["sample_rate"] * pre["clip_seconds"]))).astype(np.float32)
+    got = phone.session(fmt, path).run(None, {"waveform": x})[0]
+    with torch.no_grad():
+        ref = module(torch.from_numpy(x)).numpy()
+    assert np.abs(got - ref).max() < 1e-4 and (got.argmax(1) == ref.argmax(1)).all()

@@ -165,8 +165,10 @@ class MelFrontend(nn.Module):
         # X[k] = sum_n w[n] x[n] e^{-2 pi i k n / N}: real part uses cos kernels, imaginary part -sin.
         k = np.arange(self.bin_lo, self.bin_hi)[:, None]
         angle = 2 * np.pi * k * n[None, :] / n_fft
-        kernels = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window])[:, None, :]
-        self.register_buffer("dft_kernels", torch.tensor(kernels, dtype=torch.float32), persistent=False)
+        kernels = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window])
+        # unsqueeze gives the channel axis a real stride: numpy's [:, None] keeps stride 0 there, which
+        # torch carries over and ExecuTorch refuses ("0 in strides is not supported")
+        self.register_buffer("dft_kernels", torch.tensor(kernels, dtype=torch.float32).unsqueeze(1), persistent=False)
         self._init_factored(fb, window)
 
     def _init_factored(self, fb: np.ndarray, window: np.ndarray) -> None:
