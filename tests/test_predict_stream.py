@@ -339,7 +339,107 @@ def test_stream_user_errors_are_one_line(tmp_path, models, photo_ckpt, monkeypat
 def test_output_dash_is_only_for_streams(tmp_path, models, capsys):
     sf.write(tmp_path / "r.wav", song(1.0), SRC)
     assert main([f"model={models['onnx']}", f"input={tmp_path / 'r.wav'}", "output=-"]) == 2
-    assert "output=- (standard output) is for input=- streams" in capsys.readouterr().err
+    assert "output=- (standard output) is for input=- and input=mic: streams" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- input=mic: (a fake sounddevice)
+
+
+class FakeSoundDevice:
+    """python-sounddevice's surface that input=mic: uses, playing ``pcm`` (bytes) as the device's input."""
+
+    class PortAudioError(Exception):
+        pass
+
+    def __init__(self, pcm: bytes, default_rate: int = SRC, overflow_at: int | None = None) -> None:
+        self.pcm, self.default_rate, self.overflow_at = pcm, default_rate, overflow_at
+        self.opened: list[dict] = []
+        self.closed = False
+        fake = self
+
+        class RawInputStream:
+            def __init__(self, **kw):
+                if kw["device"] not in (None, 0, "Fake"):
+                    raise fake.PortAudioError(f"No input device matching {kw['device']!r}")
+                fake.opened.append(kw)
+                self.frame = {"int16": 2, "int32": 4, "float32": 4, "int24": 3}[kw["dtype"]] * kw["channels"]
+                self.pos, self.reads = 0, 0
+
+            def start(self):
+                pass
+
+            read_available = 0  # a live device: each read waits for new frames
+
+            def read(self, frames):
+                if self.pos >= len(fake.pcm):
+                    raise KeyboardInterrupt  # the user stops a live capture with Ctrl-C
+                chunk = fake.pcm[self.pos: self.pos + frames * self.frame]
+                self.pos += len(chunk)
+                self.reads += 1
+                return chunk, self.reads == fake.overflow_at
+
+            def stop(self):
+                pass
+
+            def close(self):
+                fake.closed = True
+
+        self.RawInputStream = RawInputStream
+
+    def query_devices(self, device=None, kind=None):
+        if device is None and kind is None:
+            return [{"name": "Fake", "max_input_channels": 2}]
+        if device not in (None, 0, "Fake"):
+            raise ValueError(f"No input device matching {device!r}")
+        return {"name": "Fake", "default_samplerate": float(self.default_rate), "max_input_channels": 2}
+
+
+def test_microphone_gives_the_rows_of_the_file_and_stops_cleanly_on_ctrl_c(tmp_path, models, monkeypatch):
+    pcm = s16(song(4.2))
+    sf.write(tmp_path / "r.wav", pcm, SRC, subtype="PCM_16")
+    common = [f"model={models['onnx']}", "top_k=2", "min_confidence=0.01"]
+    assert main([*common, f"input={tmp_path / 'r.wav'}", f"output={tmp_path / 'file.csv'}"]) == 0
+    fake = FakeSoundDevice(pcm.tobytes(), overflow_at=3)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    # a live capture ends with Ctrl-C: exit 130, with the rows of every completed window written and the log
+    assert main([*common, "input=mic:", f"output={tmp_path / 'mic.csv'}"]) == 130
+    assert fake.opened[0]["samplerate"] == SRC and fake.opened[0]["dtype"] == "int16"  # the device's own rate
+    assert fake.closed
+    a, b = rows_of(tmp_path / "file.csv"), rows_of(tmp_path / "mic.csv")
+    assert {r["file"] for r in b} == {"mic:"}
+    # every window that completed before Ctrl-C (all but the padded tail, which needs the end of the audio)
+    full = [r for r in a if float(r["end_s"]) - float(r["start_s"]) >= 1.0]
+    assert len(full) >= 3 and len({r["species"] for r in full}) >= 2
+    assert_same_rows(full, [dict(r, file="stdin") for r in b[: len(full)]])
+    log = (tmp_path / "mic.log").read_text()
+    assert "the sound device mic: (s16le, 1 channel(s), 48000 Hz)" in log and "overflowed 1 time(s)" in log
+
+
+@pytest.mark.parametrize("args,fake,msg", [
+    (["input=mic:9"], "device", "input devices: 0: Fake"),
+    (["input=mic:", "stream.format=bogus"], "device", "s16le, s24_3le, s32le, f32le"),
+    (["input=mic:"], "missing", "pip install birdvision[mic]"),
+    (["input=mic:"], "no-portaudio", "apt-get install libportaudio2"),
+])
+def test_microphone_user_errors_are_one_line(tmp_path, models, monkeypatch, capsys, args, fake, msg):
+    import builtins
+
+    if fake == "device":
+        monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(b""))
+    else:
+        monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+        real_import = builtins.__import__
+        error = ImportError("No module named 'sounddevice'") if fake == "missing" else OSError("PortAudio library not found")
+
+        def refuse(name, *a, **kw):
+            if name == "sounddevice":
+                raise error
+            return real_import(name, *a, **kw)
+
+        monkeypatch.setattr(builtins, "__import__", refuse)
+    assert main([f"model={models['onnx']}", *args, f"output={tmp_path / 'x.csv'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and msg in err[-1], err[-3:]
 
 
 # ----------------------------------------------------------------------------- real data

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from birdvision.prediction import PredictError
+from birdvision.prediction.mic import is_mic
 
 MAX_BATCH = 4096  # windows / photos per forward pass: the buffer is allocated up front
 MAX_BLOCK_SECONDS = 3600.0  # one decoded block is held in memory (an hour at 48 kHz is 0.7 GB of float32)
@@ -16,9 +17,10 @@ MAX_PREFETCH = 64
 
 @dataclass
 class StreamConfig:
-    """``input=-``: the raw PCM on standard input (it has no header, so its format is given here)."""
+    """``input=-``: the raw PCM on standard input (it has no header, so its format is given here); ``input=mic:``:
+    the format asked of the sound device."""
 
-    sample_rate: int | None = None  # frames per second of the stream (required), e.g. 48000 for arecord -r 48000
+    sample_rate: int | None = None  # frames per second (required for input=-), e.g. 48000 for arecord -r 48000; mic: the device's default
     channels: int = 1  # interleaved channels, mixed to mono like a file's (arecord -c)
     format: str = "s16le"  # s16le | s24_3le | s32le | f32le (little-endian); arecord's names work too (-f S16_LE)
 
@@ -29,7 +31,8 @@ class PredictConfig:
 
     model: str | None = None  # a .ckpt, a run folder (its best checkpoint) or an exported .onnx / .ort
     input: str | None = None  # a file or a folder (searched recursively); files are decoded by content;
-    #                           - = raw PCM from standard input (call models; format in stream.*), rows as windows end
+    #                           - = raw PCM from standard input (call models; format in stream.*), rows as windows end;
+    #                           mic: / mic:DEVICE = a sound device (birdvision[mic]; number or name part), the same way
     output: str = "predictions.csv"  # the table; a run log is written beside it as OUTPUT.log; - = standard output
     #                                  (input=- only: each row is written and flushed as its window completes)
     species: str | None = None  # a species list (one name per line, # comments): answer only with these species
@@ -78,20 +81,21 @@ def check_options(cfg: Any) -> None:
     if not (finite(cfg.overlap_seconds) and cfg.overlap_seconds >= 0):
         raise bad("overlap_seconds", "a number of seconds >= 0 (and below the model's window length)")
     stream = getattr(cfg, "stream", None)
-    if cfg.input == "-" and stream is not None:
+    live = is_mic(cfg.input)
+    if (cfg.input == "-" or live) and stream is not None:
         from birdvision.prediction.stream import PCM_FORMATS, pcm_format
 
-        if stream.sample_rate is None:
+        if stream.sample_rate is None and not live:  # a sound device has a default rate
             raise PredictError("input=- needs stream.sample_rate= (raw PCM has no header), "
                                "e.g. stream.sample_rate=48000 for arecord -r 48000")
-        if not 1000 <= stream.sample_rate <= 768000:
+        if stream.sample_rate is not None and not 1000 <= stream.sample_rate <= 768000:
             raise PredictError(f"stream.sample_rate={stream.sample_rate}: expected frames per second in [1000, 768000]")
         if not 1 <= stream.channels <= 64:
             raise PredictError(f"stream.channels={stream.channels}: expected an integer in [1, 64]")
         if pcm_format(stream.format) is None:
             raise PredictError(f"stream.format={stream.format!r}: expected one of {', '.join(PCM_FORMATS)}")
         if cfg.merge:
-            raise PredictError("merge=true needs every window before it writes a row; with input=- rows are "
+            raise PredictError(f"merge=true needs every window before it writes a row; with input={cfg.input} rows are "
                                "written as windows complete (merge the table afterwards, or leave merge=false)")
     elif cfg.output == "-":
-        raise PredictError("output=- (standard output) is for input=- streams; give a file for the table")
+        raise PredictError("output=- (standard output) is for input=- and input=mic: streams; give a file for the table")

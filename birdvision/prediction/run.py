@@ -32,6 +32,7 @@ from birdvision.data.image_io import ImageLoadError
 from birdvision.prediction import PredictError
 from birdvision.prediction.inputs import Inputs, find_inputs
 from birdvision.prediction.journal import Journal, Record, journal_path_for, result_settings
+from birdvision.prediction.mic import is_mic
 from birdvision.prediction.options import check_options
 from birdvision.prediction.prefetch import prefetch
 from birdvision.prediction.tables import (
@@ -442,7 +443,8 @@ def check_outputs(cfg: Any, *, journal: bool = True) -> dict[Path, str]:
             model = find_checkpoint(model)
         except RunError:
             pass  # load() reports it
-    sources = [("model", model)] + ([] if cfg.input == "-" else [("input", Path(cfg.input).expanduser())])
+    streamed = cfg.input == "-" or is_mic(cfg.input)
+    sources = [("model", model)] + ([] if streamed else [("input", Path(cfg.input).expanduser())])
     for name, src in sources:
         if src.is_file() and src.resolve() in taken:
             raise PredictError(f"{taken[src.resolve()]}={src} is the {name} file; it would be overwritten")
@@ -469,8 +471,9 @@ def run_predict(cfg: Any) -> tuple[Any, Path | None]:
     if not cfg.model:
         raise PredictError("model= is required (a .ckpt, a run folder or an exported .onnx)")
     if not cfg.input:
-        raise PredictError("input= is required (a file or a folder, or - for raw PCM on standard input)")
-    if cfg.input == "-":
+        raise PredictError("input= is required (a file or a folder, - for raw PCM on standard input, or mic: for a "
+                           "sound device)")
+    if cfg.input == "-" or is_mic(cfg.input):
         from birdvision.prediction.stream import run_stream
 
         return run_stream(cfg)

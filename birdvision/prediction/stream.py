@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, BinaryIO, TextIO
 
 import numpy as np
@@ -117,7 +118,10 @@ class PcmNotes:
 def _reader(source: BinaryIO) -> tuple[Callable[[int], bytes], Callable[[], bool]]:
     """``read(n)`` returning what is available (at least one byte, or b"" at the end) and ``ready()``:
     whether more can be read without waiting. Raw ``os.read`` on a real file descriptor (no buffering
-    that could hold a window's last bytes back), the object's own reads otherwise (tests)."""
+    that could hold a window's last bytes back), the object's own reads otherwise (a sound device, tests);
+    an object with its own ``ready()`` (:class:`birdvision.prediction.mic.MicSource`) says itself."""
+    if callable(getattr(source, "ready", None)):
+        return source.read1, source.ready
     try:
         fd = source.fileno()
     except (AttributeError, OSError, ValueError):
@@ -151,7 +155,7 @@ def read_pcm(source: BinaryIO, spec: PcmSpec, notes: PcmNotes, *, coalesce_bytes
             try:
                 data = read(_READ_BYTES)
             except OSError as e:
-                raise PredictError(f"standard input could not be read ({e.strerror or e})") from None
+                raise PredictError(f"the stream could not be read ({e.strerror or e})") from None
             if not data:
                 eof = True
                 break
@@ -276,7 +280,7 @@ def stream_windows_pcm(chunks: Iterable[np.ndarray], spec: PcmSpec, grid: Window
         if ready:
             yield ready
     if frames.end == 0:
-        raise PredictError("standard input ended before a single frame of audio arrived")
+        raise PredictError("the stream ended before a single frame of audio arrived")
     end = -(-frames.end * up // down)  # output samples of the whole stream, as resampling a file of it gives
     notes.samples = end
     tail = []
@@ -310,6 +314,7 @@ class StreamResult:
     max_block_samples: int = 0
     warnings: list[str] = field(default_factory=list)
     stopped: str | None = None  # why the stream run ended early (the output's reader went away), if it did
+    source: str = STREAM_NAME  # the rows' file column: stdin, or the sound device (mic:...)
 
 
 def _batches(windows: Iterable[list[tuple[int, int, np.ndarray]]],
@@ -344,7 +349,7 @@ def predict_stream(predictor: Any, cfg: Any, source: BinaryIO, out: TextIO, resu
         for meta, x in prefetch(_batches(windows, int(cfg.batch_size)), depth=int(cfg.prefetch)):
             picked = predictor.decide(predictor.predict_batch(x), top_k=top_k, min_confidence=cfg.min_confidence,
                                       always_top1=cfg.always_top1)
-            rows = [Row(STREAM_NAME, sp, c, round(s / sr, 6), round((s + v) / sr, 6))
+            rows = [Row(result.source, sp, c, round(s / sr, 6), round((s + v) / sr, 6))
                     for (s, v), pairs in zip(meta, picked, strict=True) for sp, c in pairs]
             try:
                 out.write(predictions_csv(rows, audio=True, header=False))
@@ -380,16 +385,26 @@ def _stdin_is_terminal(source: BinaryIO) -> bool:
 
 
 def run_stream(cfg: Any, *, source: BinaryIO | None = None, out: TextIO | None = None) -> tuple[StreamResult, Path | None]:
-    """``input=-``: load the model, predict standard input (or ``source``) window by window, write rows to the
-    output as they come, then the run log beside it (not for ``output=-``) and the Raven table if asked."""
+    """``input=-`` / ``input=mic:``: load the model, predict standard input, a sound device (or ``source``) window
+    by window, write rows to the output as they come, then the run log beside it (not for ``output=-``) and the
+    Raven table if asked."""
+    from birdvision.prediction import mic
     from birdvision.prediction.options import check_options
     from birdvision.prediction.predictor import load
     from birdvision.prediction.run import check_outputs, log_path_for
 
     check_options(cfg)
-    spec = PcmSpec.from_config(cfg.stream)
-    source = source if source is not None else sys.stdin.buffer
-    if _stdin_is_terminal(source):
+    live = mic.is_mic(cfg.input)
+    stream_cfg = cfg.stream
+    if live and stream_cfg.sample_rate is None:  # a device has a default rate; raw PCM on stdin has none
+        stream_cfg = SimpleNamespace(format=stream_cfg.format, channels=stream_cfg.channels,
+                                     sample_rate=mic.device_sample_rate(cfg.input))
+    spec = PcmSpec.from_config(stream_cfg)
+    if not live:
+        source = source if source is not None else sys.stdin.buffer
+    result = StreamResult(spec, source=cfg.input if live else STREAM_NAME)
+    what = _source_desc(result)
+    if not live and _stdin_is_terminal(source):
         raise PredictError("input=- reads raw PCM from standard input, but it is a terminal; pipe audio in, e.g. "
                            "arecord -f S16_LE -r 48000 -c 1 -t raw | python -m birdvision.predict ... "
                            "input=- stream.sample_rate=48000")
@@ -402,13 +417,15 @@ def run_stream(cfg: Any, *, source: BinaryIO | None = None, out: TextIO | None =
                      species=cfg.species, species_renormalise=bool(cfg.species_renormalise))
     load_s = time.perf_counter() - t0
     if not predictor.is_audio:
-        raise PredictError(f"input=- streams audio, but {cfg.model} is a photo model; give photos as input=FILE_OR_FOLDER")
-    log.info("model %s: %s; reading %s from standard input", cfg.model, predictor, spec.describe())
+        raise PredictError(f"input={cfg.input} streams audio, but {cfg.model} is a photo model; give photos as "
+                           "input=FILE_OR_FOLDER")
+    log.info("model %s: %s; reading %s from %s", cfg.model, predictor, spec.describe(), what)
 
-    result = StreamResult(spec)
     sink = out if out is not None else (sys.stdout if to_stdout else
                                         open(Path(cfg.output).expanduser(), "w", encoding="utf-8", newline=""))
     try:
+        if live and source is None:  # opened last: capture starts once everything else is ready
+            source = mic.MicSource(cfg.input, spec)
         sink.write(predictions_csv([], audio=True))
         sink.flush()
         predict_stream(predictor, cfg, source, sink, result, keep_rows=bool(cfg.raven))
@@ -416,6 +433,9 @@ def run_stream(cfg: Any, *, source: BinaryIO | None = None, out: TextIO | None =
         result.stopped = "interrupted (Ctrl-C); the window in progress was not predicted"
         raise
     finally:
+        if isinstance(source, mic.MicSource):
+            source.close()
+            result.warnings += source.notes()
         if sink is not out and sink is not sys.stdout:
             sink.close()
         if result.stopped and to_stdout:
@@ -432,7 +452,7 @@ def stream_log(result: StreamResult, predictor: Any, cfg: Any, *, load_s: float)
     from birdvision.prediction.run import log_header
 
     lines = [
-        *log_header(predictor, cfg, audio=True, input_desc=f"standard input ({result.spec.describe()})",
+        *log_header(predictor, cfg, audio=True, input_desc=f"{_source_desc(result)} ({result.spec.describe()})",
                     settings=f"batch_size={cfg.batch_size} threads={cfg.threads} "
                     f"overlap_seconds={cfg.overlap_seconds}"),
         f"rows: {result.rows_written} from {result.items} windows",
@@ -454,3 +474,7 @@ def _quiet_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
+
+
+def _source_desc(result: StreamResult) -> str:
+    return "standard input" if result.source == STREAM_NAME else f"the sound device {result.source}"
