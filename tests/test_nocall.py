@@ -123,7 +123,7 @@ def nocall_run(calls, background_dir, tmp_path_factory) -> Path:
     return run
 
 
-def test_trained_call_model_is_silent_on_noise_and_names_calls(nocall_run, noise_wav, tmp_path):
+def test_trained_call_model_is_silent_on_noise_and_names_calls(nocall_run, noise_wav, tmp_path, capsys):
     meta = checkpoint_meta(nocall_run)
     assert meta["background_class"] == BACKGROUND_CLASS
     th = meta["thresholds"]
@@ -136,6 +136,8 @@ def test_trained_call_model_is_silent_on_noise_and_names_calls(nocall_run, noise
     out = tmp_path / "noise.csv"
     assert predict_main([f"model={nocall_run}", f"input={noise_wav}", f"output={out}"]) == 0
     assert rows_of(out) == []  # default: nothing passes its threshold on noise, so no row
+    said = " ".join(capsys.readouterr().err.split())
+    assert "no window passed its species' threshold" in said and "always_top1=true" in said
     assert predict_main([f"model={nocall_run}", f"input={noise_wav}", f"output={out}", "always_top1=true"]) == 0
     guesses = rows_of(out)
     assert len(guesses) == 10 and BACKGROUND_CLASS not in {r["species"] for r in guesses}  # a best guess per window
