@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.csv"
 LOCK = ".lock"
+ORPHAN_WAIT_S = 30.0  # how long a run whose process is gone may stay locked by its exiting workers
 _EPOCH_FILE = re.compile(r"^epoch=(\d+)\.ckpt$")
 
 
@@ -114,6 +115,42 @@ def _pid_of_holder(path: Path) -> str:
         return "?"
 
 
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _flock(fd: int, path: Path) -> bool:
+    """Take the run's lock; False when a live process holds it.
+
+    A run killed with SIGKILL dies at once, but its data-loader workers (forked, so they share the
+    lock's open file) exit only when they notice, seconds later on a loaded machine. While the
+    process named in the lock file is gone, the lock is waited for (up to ``ORPHAN_WAIT_S``) instead
+    of refusing a ``resume=`` that came right after the kill.
+    """
+    deadline = None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if _alive(_pid_of_holder(path)):
+                return False
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + ORPHAN_WAIT_S
+                log.info("the run's last process (pid %s) is gone; waiting for its worker processes to exit",
+                         _pid_of_holder(path))
+            if now >= deadline:
+                return False
+            time.sleep(0.2)
+
+
 _HELD: dict[str, int] = {}  # run folders this process holds, with a depth: fit holds its run while evaluating it
 
 
@@ -135,9 +172,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         return
     path = Path(run_dir) / LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    if not _flock(fd, path):
         os.close(fd)
         raise RunError(f"{run_dir} is in use by another birdvision process (pid {_pid_of_holder(path)}); "
                        "wait for it to finish or stop it first") from None

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 
 from birdvision.fit import main
 from birdvision.module import OneCycle
-from birdvision.runs import resume_checkpoint, run_lock
+from birdvision.runs import RunError, resume_checkpoint, run_lock
 from tests.conftest import fit_args
 
 
@@ -186,8 +187,10 @@ def test_resume_with_another_backbone_is_refused_before_writing(finished: Path, 
 
 
 @contextlib.contextmanager
-def _held_elsewhere(run_dir: Path, pid: int = 4242):
-    """The run folder's lock as another process would hold it (a separate open file description)."""
+def _held_elsewhere(run_dir: Path, pid: int | None = None):
+    """The run folder's lock as another process would hold it (a separate open file description), naming a live
+    process (this one) unless ``pid`` says otherwise."""
+    pid = os.getpid() if pid is None else pid
     fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     os.ftruncate(fd, 0)
@@ -204,7 +207,7 @@ def test_a_second_writer_is_refused(finished: Path, tmp_path: Path, demo_photos,
     with _held_elsewhere(rd):
         assert main(fit_args(demo_photos, out, "trainer.max_epochs=3", "resume=latest")) == 2
     err = capsys.readouterr().err
-    assert "in use by another birdvision process (pid 4242)" in err
+    assert f"in use by another birdvision process (pid {os.getpid()})" in err
     assert {k: v for k, v in _tree(rd).items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
     assert json.loads((rd / "summary.json").read_text())["epochs_completed"] == 2
 
@@ -273,6 +276,36 @@ def test_the_run_lock_is_reentrant_within_a_process_and_released_after(tmp_path:
             pass
     with _held_elsewhere(tmp_path):  # released: another process can take it
         pass
+
+
+def test_a_killed_runs_lock_is_waited_for_while_its_workers_exit(tmp_path: Path, monkeypatch):
+    import subprocess
+    import threading
+
+    import birdvision.runs as runs
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)  # a process that has exited: the run's killed main process
+    release = threading.Event()
+
+    def orphan_worker():  # a forked data-loader worker still holds the lock for a moment
+        with _held_elsewhere(tmp_path, pid=dead):
+            ready.set()
+            release.wait(5)
+
+    ready = threading.Event()
+    t = threading.Thread(target=orphan_worker)
+    t.start()
+    ready.wait(5)
+    threading.Timer(0.5, release.set).start()
+    with run_lock(tmp_path):  # waits for the worker, then holds the run
+        assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    t.join()
+    # a lock that stays held past the wait is refused, naming the holder
+    monkeypatch.setattr(runs, "ORPHAN_WAIT_S", 0.3)
+    with _held_elsewhere(tmp_path, pid=dead), pytest.raises(RunError, match=f"pid {dead}"):
+        with run_lock(tmp_path):
+            pass
 
 
 def test_an_output_dir_that_cannot_hold_runs_is_one_line(demo_photos: Path, tmp_path: Path, capsys):
