@@ -61,8 +61,8 @@ def run(cfg) -> int:
     what = "windows" if result.audio else "photos"
     console.print(f"{len(result.rows)} rows from {result.items} {what} of {len(result.predicted)} file(s) -> {cfg.output}")
     if result.items and not result.rows:
-        console.print(f"[yellow]no {what[:-1]} passed its species' threshold[/]: the model's decision thresholds "
-                      f"({_thresholds_text(cfg)}) found nothing it is sure of; that is its \"no call\" / "
+        console.print(f"[yellow]no {what[:-1]} passed its species' threshold[/] (min_confidence: "
+                      f"{result.min_confidence}): the model found nothing it is sure of; that is its \"no call\" / "
                       "\"unknown\". always_top1=true writes each one's best guess anyway, min_confidence=0 every "
                       "species")
     if result.audio and result.predict_s > 0:
@@ -80,11 +80,6 @@ def run(cfg) -> int:
         console.print("[bold red]nothing could be predicted[/]: every input file was unreadable")
         return 1
     return 0
-
-
-def _thresholds_text(cfg) -> str:
-    return f"min_confidence={cfg.min_confidence}" if cfg.min_confidence is not None else \
-        "the per-class thresholds stored with it, chosen on validation"
 
 
 def _stream_summary(result, cfg, log_file) -> int:

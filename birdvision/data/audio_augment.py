@@ -4,8 +4,9 @@ Applied by :class:`birdvision.data.windows.AudioWindowDataset` to training windo
 (evaluation datasets get ``augment=None``). The spectrogram masks live with the
 frontend (:class:`birdvision.data.mel.SpecAugment`) because they act on its output;
 their settings sit in the same config section (``audio.augment``, one dataclass:
-:class:`birdvision.config.AudioAugmentConfig`) so one section controls all audio augmentation. No flips or rotations: a call played backwards or
-upside down in frequency is not a call of the same bird.
+:class:`birdvision.config.AudioAugmentConfig`) so one section controls all audio augmentation.
+No flips or rotations: a call played backwards or upside down in frequency is not a call of the
+same bird.
 
 Steps, in order (each with its own probability; ``p=0`` switches it off):
 

@@ -68,6 +68,7 @@ class PredictResult:
     audio_seconds: float = 0.0  # audio through the model (this run)
     max_block_samples: int = 0  # largest decoded block held (the streaming memory bound)
     predict_s: float = 0.0  # wall time of decoding + model, without loading the model
+    min_confidence: str = ""  # what a row needed (min_confidence_in_use), for the console and the run log
 
 
 @dataclass
@@ -313,7 +314,8 @@ def predict_files(predictor: Any, inputs: Inputs, cfg: Any, *, journal: Journal 
     finished file is recorded; journal keys are paths relative to ``root``.
     """
     check_options(cfg)
-    result = PredictResult(audio=bool(predictor.is_audio), passed_over=list(inputs.passed_over))
+    result = PredictResult(audio=bool(predictor.is_audio), passed_over=list(inputs.passed_over),
+                           min_confidence=min_confidence_in_use(predictor, cfg))
     jobs = [_Job(i, p, _journal_key(p, root)) for i, p in enumerate(inputs.files)]
     if result.audio:
         pre = predictor.preprocess
@@ -360,6 +362,11 @@ def thresholds_in_use(predictor: Any) -> str:
     return f"per class (the model's, {th.get('target')}={th.get('target_value')} on {th.get('split')})"
 
 
+def min_confidence_in_use(predictor: Any, cfg: Any) -> str:
+    """What a row needs: ``min_confidence`` when given, else the model's own thresholds (:func:`thresholds_in_use`)."""
+    return str(cfg.min_confidence) if cfg.min_confidence is not None else thresholds_in_use(predictor)
+
+
 def log_path_for(output: str | Path) -> Path:
     """The run log beside the table: ``predictions.csv`` -> ``predictions.log``."""
     p = Path(output)
@@ -374,8 +381,7 @@ def log_header(predictor: Any, cfg: Any, *, audio: bool, input_desc: str, settin
         f"{'recordings' if audio else 'photos'})",
         f"input: {input_desc}",
         f"output: {cfg.output}" + (f", raven: {cfg.raven}" if cfg.raven else ""),
-        f"settings: top_k={cfg.top_k or (1 if audio else 5)} min_confidence="
-        f"{cfg.min_confidence if cfg.min_confidence is not None else thresholds_in_use(predictor)} "
+        f"settings: top_k={cfg.top_k or (1 if audio else 5)} min_confidence={min_confidence_in_use(predictor, cfg)} "
         f"always_top1={cfg.always_top1 if cfg.always_top1 is not None else not audio} " + settings,
     ]
 
