@@ -347,6 +347,19 @@ def _die_with_parent() -> None:
             pass
 
 
+def _leave_process_group() -> None:
+    """A rank other than zero, done with training and testing, leaves the process group before it exits.
+
+    Left to interpreter exit, the group's communication threads were sometimes destroyed still running
+    ("terminate called without an active exception", SIGABRT) while rank zero evaluated; Lightning's
+    launcher then killed rank zero too (seen once in CI, in the two-process test).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _is_rank_zero() -> bool:
     return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
@@ -464,6 +477,7 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
             summary.update({f"head_init/{k.replace('/', '_')}": v for k, v in probe.items() if k.endswith("/acc")})
         summary.update(_fit_with_trainer(cfg, module, pipe, run_dir, resume_ckpt, sampler))
     if not writer:
+        _leave_process_group()
         return summary  # evaluation, summary and report: once, by rank zero
     summary["fit_seconds"] = round(time.time() - t0, 1)
     best_path = summary["best_checkpoint"]
