@@ -40,7 +40,7 @@ from birdvision.checkpoint import CheckpointError  # noqa: E402
 from birdvision.config import ConfigError, parse_cli, to_yaml  # noqa: E402
 from birdvision.console import console, run_cli, setup_logging  # noqa: E402
 from birdvision.prediction import PredictError  # noqa: E402
-from birdvision.prediction.mic import is_mic  # noqa: E402
+from birdvision.prediction.mic import is_stream  # noqa: E402
 from birdvision.prediction.options import PredictConfig  # noqa: E402
 from birdvision.runs import RunError  # noqa: E402
 
@@ -56,7 +56,7 @@ def run(cfg) -> int:
     setup_logging()
     console.print("[bold]birdvision predict[/]\n" + to_yaml(cfg))
     result, log_file = run_predict(cfg)
-    if cfg.input == "-" or is_mic(cfg.input):
+    if is_stream(cfg.input):
         return _stream_summary(result, cfg, log_file)
     what = "windows" if result.audio else "photos"
     console.print(f"{len(result.rows)} rows from {result.items} {what} of {len(result.predicted)} file(s) -> {cfg.output}")
@@ -85,8 +85,9 @@ def run(cfg) -> int:
 def _stream_summary(result, cfg, log_file) -> int:
     """The console summary of ``input=-`` (the rows went out as the windows completed)."""
     where = "standard output" if cfg.output == "-" else cfg.output
-    source = "standard input" if cfg.input == "-" else f"the sound device {cfg.input}"
-    console.print(f"{result.rows_written} rows from {result.items} windows of {source} -> {where}")
+    from birdvision.prediction.stream import source_description
+
+    console.print(f"{result.rows_written} rows from {result.items} windows of {source_description(result)} -> {where}")
     if result.predict_s > 0:
         console.print(f"{result.audio_seconds:.0f} s of audio in {result.predict_s:.1f} s")
     if result.warnings:

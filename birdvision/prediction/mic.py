@@ -17,12 +17,9 @@ imports this module's dependency.
 from __future__ import annotations
 
 import io
-import logging
 from typing import Any
 
 from birdvision.prediction import PredictError
-
-log = logging.getLogger(__name__)
 
 MIC_PREFIX = "mic:"
 #: PortAudio's sample formats for the stream formats (all little-endian on the machines PortAudio runs on)
@@ -32,6 +29,11 @@ _DTYPES = {"s16le": "int16", "s24_3le": "int24", "s32le": "int32", "f32le": "flo
 def is_mic(value: str | None) -> bool:
     """Whether ``input=`` names a sound device (``mic:`` or ``mic:DEVICE``)."""
     return isinstance(value, str) and value.startswith(MIC_PREFIX)
+
+
+def is_stream(value: str | None) -> bool:
+    """Whether ``input=`` is a live stream (``-``: standard input, or a sound device) rather than files."""
+    return value == "-" or is_mic(value)
 
 
 def device_of(value: str) -> int | str | None:
@@ -79,7 +81,7 @@ class MicSource(io.RawIOBase):
     def __init__(self, value: str, spec: Any) -> None:
         super().__init__()
         sd = _sounddevice()
-        self.spec, self.name, self.overflows = spec, value, 0
+        self.spec, self.overflows = spec, 0
         try:
             self._stream = sd.RawInputStream(samplerate=spec.sample_rate, channels=spec.channels,
                                              dtype=_DTYPES[spec.format], device=device_of(value))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from birdvision.prediction import PredictError
-from birdvision.prediction.mic import is_mic
+from birdvision.prediction.mic import is_mic, is_stream
 
 MAX_BATCH = 4096  # windows / photos per forward pass: the buffer is allocated up front
 MAX_BLOCK_SECONDS = 3600.0  # one decoded block is held in memory (an hour at 48 kHz is 0.7 GB of float32)
@@ -82,7 +82,7 @@ def check_options(cfg: Any) -> None:
         raise bad("overlap_seconds", "a number of seconds >= 0 (and below the model's window length)")
     stream = getattr(cfg, "stream", None)
     live = is_mic(cfg.input)
-    if (cfg.input == "-" or live) and stream is not None:
+    if is_stream(cfg.input) and stream is not None:
         from birdvision.prediction.stream import PCM_FORMATS, pcm_format
 
         if stream.sample_rate is None and not live:  # a sound device has a default rate

@@ -32,7 +32,7 @@ from birdvision.data.image_io import ImageLoadError
 from birdvision.prediction import PredictError
 from birdvision.prediction.inputs import Inputs, find_inputs
 from birdvision.prediction.journal import Journal, Record, journal_path_for, result_settings
-from birdvision.prediction.mic import is_mic
+from birdvision.prediction.mic import is_stream
 from birdvision.prediction.options import check_options
 from birdvision.prediction.prefetch import prefetch
 from birdvision.prediction.tables import (
@@ -449,8 +449,7 @@ def check_outputs(cfg: Any, *, journal: bool = True) -> dict[Path, str]:
             model = find_checkpoint(model)
         except RunError:
             pass  # load() reports it
-    streamed = cfg.input == "-" or is_mic(cfg.input)
-    sources = [("model", model)] + ([] if streamed else [("input", Path(cfg.input).expanduser())])
+    sources = [("model", model)] + ([] if is_stream(cfg.input) else [("input", Path(cfg.input).expanduser())])
     for name, src in sources:
         if src.is_file() and src.resolve() in taken:
             raise PredictError(f"{taken[src.resolve()]}={src} is the {name} file; it would be overwritten")
@@ -479,7 +478,7 @@ def run_predict(cfg: Any) -> tuple[Any, Path | None]:
     if not cfg.input:
         raise PredictError("input= is required (a file or a folder, - for raw PCM on standard input, or mic: for a "
                            "sound device)")
-    if cfg.input == "-" or is_mic(cfg.input):
+    if is_stream(cfg.input):
         from birdvision.prediction.stream import run_stream
 
         return run_stream(cfg)

@@ -403,7 +403,7 @@ def run_stream(cfg: Any, *, source: BinaryIO | None = None, out: TextIO | None =
     if not live:
         source = source if source is not None else sys.stdin.buffer
     result = StreamResult(spec, source=cfg.input if live else STREAM_NAME)
-    what = _source_desc(result)
+    what = source_description(result)
     if not live and _stdin_is_terminal(source):
         raise PredictError("input=- reads raw PCM from standard input, but it is a terminal; pipe audio in, e.g. "
                            "arecord -f S16_LE -r 48000 -c 1 -t raw | python -m birdvision.predict ... "
@@ -452,7 +452,7 @@ def stream_log(result: StreamResult, predictor: Any, cfg: Any, *, load_s: float)
     from birdvision.prediction.run import log_header
 
     lines = [
-        *log_header(predictor, cfg, audio=True, input_desc=f"{_source_desc(result)} ({result.spec.describe()})",
+        *log_header(predictor, cfg, audio=True, input_desc=f"{source_description(result)} ({result.spec.describe()})",
                     settings=f"batch_size={cfg.batch_size} threads={cfg.threads} "
                     f"overlap_seconds={cfg.overlap_seconds}"),
         f"rows: {result.rows_written} from {result.items} windows",
@@ -476,5 +476,6 @@ def _quiet_stdout() -> None:
         pass
 
 
-def _source_desc(result: StreamResult) -> str:
+def source_description(result: StreamResult) -> str:
+    """Where a stream's audio came from, for the console and the run log."""
     return "standard input" if result.source == STREAM_NAME else f"the sound device {result.source}"
