@@ -82,20 +82,20 @@ def untrained(work: Path, recipe: str, data_kind: str) -> Path:
         return run
     cfg = load_config(FitConfig, [f"recipe={recipe}"], preset_key="recipe", preset_dir="recipes")
     if data_kind == "audio":
-        from birdvision.data.audio_pipeline import audio_preprocess
-        from birdvision.data.demo_calls import make_demo_calls
+        from birdvision.data.audio.demo import make_demo_calls
+        from birdvision.data.audio.pipeline import audio_preprocess
 
         pre = audio_preprocess(cfg)
         root = make_demo_calls(work / "calls", n_species=4, recordings_per_species=4, seconds=6.0)
         files = sorted(root.rglob("*.wav"))
         in_chans = pre["in_chans"]
     else:
-        from birdvision.data.demo import make_demo_photos
-        from birdvision.data.images import ImagePreprocess
+        from birdvision.data.photos.demo import make_demo_photos
         from birdvision.models import get_spec
+        from birdvision.spec import ImageSpec
 
         spec = get_spec("efficientnet_lite0")
-        pre = ImagePreprocess(224, spec.mean, spec.std, spec.interpolation).spec()
+        pre = ImageSpec(224, spec.mean, spec.std, spec.interpolation).to_dict()
         root = make_demo_photos(work / "photos_demo", n_species=4, per_split=(8, 8, 8), size=224)
         files = sorted((root / "valid").rglob("*.jpg"))
         in_chans = 3
@@ -132,7 +132,7 @@ def write_recording(wav: Path, seconds: float) -> str:
     """A mono 44.1 kHz PCM-16 WAV of ``seconds``: real recordings end to end (looped), else demo calls."""
     import soundfile as sf
 
-    from birdvision.data.audio import AudioError, load
+    from birdvision.data.audio.io import AudioError, load
 
     if wav.is_file() and abs(sf.info(str(wav)).duration - seconds) < 1:
         return wav.with_suffix(".txt").read_text() if wav.with_suffix(".txt").is_file() else "?"
@@ -141,7 +141,7 @@ def write_recording(wav: Path, seconds: float) -> str:
         if src.is_dir() else []
     what = f"{len(files)} real recordings from {src}, end to end"
     if not files:
-        from birdvision.data.demo_calls import make_demo_calls
+        from birdvision.data.audio.demo import make_demo_calls
 
         files = sorted(make_demo_calls(wav.parent / "calls", n_species=4, recordings_per_species=4,
                                        seconds=6.0).rglob("*.wav"))
@@ -176,7 +176,7 @@ def photo_folder(folder: Path, n: int) -> str:
     photos = sorted(src.rglob("*.jpg")) if src.is_dir() else []
     what = f"real photos from {src} ({len(photos)} distinct, repeated to {n})"
     if not photos:
-        from birdvision.data.demo import make_demo_photos
+        from birdvision.data.photos.demo import make_demo_photos
 
         photos = sorted(make_demo_photos(folder.parent / "photos_demo_src", n_species=4, per_split=(20, 5, 5),
                                          size=224).rglob("*.jpg"))
@@ -218,9 +218,9 @@ def worker(engine: str, model: str, wav: str, warm: str, threads: int, batch: in
     if engine == "torch":
         import torch  # noqa: F401 - the checkpoint path's real cost: PyTorch is imported
 
+    from birdvision.prediction.api import load
     from birdvision.prediction.inputs import find_inputs
     from birdvision.prediction.options import PredictConfig
-    from birdvision.prediction.predictor import load
     from birdvision.prediction.run import predict_files
 
     pred = load(model, threads=threads, spinning=False)  # as predict loads it (decoding runs beside the model)

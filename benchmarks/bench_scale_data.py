@@ -31,6 +31,7 @@ from rich.table import Table
 
 from birdvision.data.manifest import write_manifest
 from birdvision.data.sources import discover
+from birdvision.data.splits import assign_splits
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "photos"
 FIT = ["recipe=effnet_lite0", "finetune.head_init=random", "finetune.warmup_epochs=1", "trainer.max_epochs=3",
@@ -56,7 +57,8 @@ def per_class_recall(run_dir: Path) -> dict[str, float]:
 
 
 def balance(photos: Path, out: Path) -> None:
-    found = discover(photos, valid_fraction=0.15, test_fraction=0.15, seed=0)
+    found = discover(photos)
+    assign_splits(found.samples, valid_fraction=0.15, test_fraction=0.15, seed=0)
     classes = sorted({s.label for s in found.samples})
     minority = set(classes[1::2])
     rng = random.Random(0)

@@ -21,9 +21,10 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from birdvision.data.images import ImageDataset, ImagePreprocess, train_transform
+from birdvision.data.photos.transforms import ImageDataset, train_transform
 from birdvision.data.sources import discover
 from birdvision.models import create_model, get_spec
+from birdvision.spec import ImageSpec
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "photos"
 
@@ -46,7 +47,7 @@ def loader_throughput(photos: Path, size: int, batch: int, workers: int, n_image
     """Images per second delivered by the training DataLoader (first batch not counted)."""
     samples = [s for s in discover(photos).samples if s.split == "train"][:n_images]
     spec = get_spec("resnet18")
-    ds = ImageDataset(samples, {s.label: 0 for s in samples}, train_transform(ImagePreprocess(size, spec.mean, spec.std)))
+    ds = ImageDataset(samples, {s.label: 0 for s in samples}, train_transform(ImageSpec(size, spec.mean, spec.std)))
     dl = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers)
     it = iter(dl)
     next(it)

@@ -14,6 +14,6 @@ def load(path: Any, **kwargs: Any):
 
     Imported lazily so ``import birdvision`` stays cheap.
     """
-    from birdvision.inference import load as _load
+    from birdvision.prediction.api import load as _load
 
     return _load(path, **kwargs)

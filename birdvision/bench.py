@@ -38,6 +38,7 @@ from birdvision.console import console, run_cli, setup_logging
 from birdvision.data.manifest import ManifestError
 from birdvision.exporting import ExportError, ParityError
 from birdvision.runs import RunError, find_checkpoint
+from birdvision.spec import from_dict as spec_from_dict
 from birdvision.timing import Timing, paired_ratio, pin_threads, sample
 
 log = logging.getLogger("birdvision.bench")
@@ -108,11 +109,9 @@ def _calls(engine: str, target: str, batch_sizes: tuple[int, ...], threads: int)
         import torch
 
         from birdvision.checkpoint import load_classifier
-        from birdvision.exporting.graphs import net_input_shape
-
         meta = checkpoint_meta(target)
         model = load_classifier(target)
-        shape = net_input_shape(dict(meta["preprocess"]), int(meta.get("in_chans", 3)))
+        shape = spec_from_dict(meta["preprocess"]).net_input_shape(int(meta.get("in_chans", 3)))
 
         def torch_call(x: torch.Tensor):
             with torch.inference_mode():
@@ -395,13 +394,13 @@ def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[st
     i8 = rows.get("ort_int8", {})
     if i8.get("acc") is not None and i8.get("acc_torch") is not None:
         ratios["int8_acc_drop_points"] = (i8["acc_torch"] - i8["acc"]) * 100
-    pre = meta["preprocess"]
-    if pre.get("kind") == "audio":  # windows per second -> seconds of audio per second, for files that take waveforms
+    spec = spec_from_dict(meta["preprocess"])
+    if spec.is_audio:  # windows per second -> seconds of audio per second, for files that take waveforms
         for e, r in rows.items():
             if (e in ("ort_fp32", "ort_int8", "ort_fp16") or e in PHONE_ENGINES) and "throughput_ips" in r:
-                r["x_real_time"] = r["throughput_ips"] * float(pre["clip_seconds"])
+                r["x_real_time"] = r["throughput_ips"] * spec.clip_seconds
     return {"checkpoint": str(ck), "backbone": meta.get("backbone"), "recipe": meta.get("recipe"),
-            "classes": len(meta["classes"]), "input": pre.get("size"), "threads": threads,
+            "classes": len(meta["classes"]), "input": getattr(spec, "size", None), "threads": threads,
             "device": device_name(), "load_avg_1min": _load(), "export_dir": str(out_dir), "engines": rows,
             "ratios": ratios}
 

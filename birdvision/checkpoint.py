@@ -12,29 +12,20 @@ checks (which exported ONNX models go through too) run in a process without it.
 from __future__ import annotations
 
 import contextlib
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from birdvision.artifacts import atomic_path
 from birdvision.runs import RunError, find_checkpoint, run_dir_of, run_lock
+from birdvision.spec import as_float, as_int, float_field
+from birdvision.spec import from_dict as spec_from_dict
 
 if TYPE_CHECKING:
     import torch
 
 REQUIRED_HPARAMS = ("backbone", "classes", "preprocess")
 
-# Bounds on sizes read from a file, so a damaged or hostile one cannot make us allocate terabytes.
-# Far above anything trained here (photos <= 600 px, calls at <= 48 kHz in <= 10 s windows).
-MAX_IMAGE_SIDE = 8192
 MAX_CLASSES = 100_000
-SAMPLE_RATE_RANGE_HZ = (1000, 384_000)
-MAX_CLIP_SECONDS = 60.0
-MAX_CLIP_SAMPLES = 1 << 24  # 64 MB of float32 per window
-MAX_N_FFT = 1 << 16
-MAX_N_MELS = 1024
-MAX_FRAMES = 1 << 16
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
 
 
 class CheckpointError(RunError):
@@ -42,88 +33,6 @@ class CheckpointError(RunError):
 
 
 # ----------------------------------------------------------------------------- metadata checks
-
-
-def _as_int(v: Any) -> int | None:
-    """``v`` as an int when it is one (an integral float from JSON counts), else None."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
-        return int(v)
-    return None
-
-
-def _as_float(v: Any) -> float | None:
-    """``v`` as a finite float, else None."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    f = float(v)
-    return f if math.isfinite(f) else None
-
-
-def _int_field(d: dict[str, Any], key: str, lo: int, hi: int, where: str) -> int:
-    v = _as_int(d.get(key))
-    if v is None or not lo <= v <= hi:
-        raise ValueError(f"{where}{key}={d.get(key)!r} (expected an integer in [{lo}, {hi}])")
-    return v
-
-
-def _float_field(d: dict[str, Any], key: str, lo: float, hi: float, where: str, *, lo_open: bool = False) -> float:
-    v = _as_float(d.get(key))
-    if v is None or not ((lo < v) if lo_open else (lo <= v)) or v > hi:
-        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
-        raise ValueError(f"{where}{key}={d.get(key)!r} (expected a number in {rng})")
-    return v
-
-
-def _check_image_spec(pre: dict[str, Any]) -> None:
-    _int_field(pre, "size", 1, MAX_IMAGE_SIDE, "preprocess.")
-    for key in ("mean", "std"):
-        v = pre.get(key)
-        if not isinstance(v, (list, tuple)) or len(v) != 3 or any(_as_float(x) is None for x in v):
-            raise ValueError(f"preprocess.{key}={v!r} (expected 3 finite numbers, one per RGB channel)")
-    if any(float(x) <= 0 for x in pre["std"]):
-        raise ValueError(f"preprocess.std={pre['std']!r} (every channel's std must be > 0)")
-    interp = pre.get("interpolation", "bilinear")
-    if interp not in INTERPOLATIONS:
-        raise ValueError(f"preprocess.interpolation={interp!r} (expected one of {', '.join(INTERPOLATIONS)})")
-
-
-def _check_audio_spec(pre: dict[str, Any]) -> None:
-    lo, hi = SAMPLE_RATE_RANGE_HZ
-    sr = _int_field(pre, "sample_rate", lo, hi, "preprocess.")
-    clip = _float_field(pre, "clip_seconds", 0.0, MAX_CLIP_SECONDS, "preprocess.", lo_open=True)
-    samples = int(round(clip * sr))
-    if not 1 <= samples <= MAX_CLIP_SAMPLES:
-        raise ValueError(f"preprocess: {clip:g} s at {sr} Hz is {samples} samples per window "
-                         f"(expected 1 to {MAX_CLIP_SAMPLES})")
-    if pre.get("highpass_hz") is not None:
-        _float_field(pre, "highpass_hz", 0.0, sr / 2, "preprocess.")
-    mel = pre.get("mel")
-    if not isinstance(mel, dict):
-        raise ValueError(f"preprocess.mel={mel!r} (expected the mel frontend's parameters)")
-    if _as_int(mel.get("sample_rate", sr)) != sr:
-        raise ValueError(f"preprocess.mel.sample_rate={mel.get('sample_rate')!r} differs from preprocess.sample_rate={sr}")
-    n_fft = _int_field(mel, "n_fft", 16, MAX_N_FFT, "preprocess.mel.")
-    hop = _int_field(mel, "hop_length", 1, MAX_N_FFT, "preprocess.mel.")
-    _int_field(mel, "n_mels", 1, MAX_N_MELS, "preprocess.mel.")
-    if n_fft // 2 >= samples:
-        raise ValueError(f"preprocess.mel.n_fft={n_fft} is longer than twice the {samples}-sample window")
-    if samples // hop + 1 > MAX_FRAMES:
-        raise ValueError(f"preprocess.mel.hop_length={hop} gives {samples // hop + 1} frames per window "
-                         f"(at most {MAX_FRAMES})")
-    f_min = _float_field(mel, "f_min_hz", 0.0, sr / 2, "preprocess.mel.")
-    f_max = _float_field(mel, "f_max_hz", 0.0, sr / 2, "preprocess.mel.", lo_open=True)
-    if f_min >= f_max:
-        raise ValueError(f"preprocess.mel.f_min_hz={f_min:g} is not below f_max_hz={f_max:g}")
-    if _as_int(mel.get("in_chans", 1)) not in (1, 3):
-        raise ValueError(f"preprocess.mel.in_chans={mel.get('in_chans')!r} (expected 1 or 3)")
-    if mel.get("top_db") is not None:
-        _float_field(mel, "top_db", 0.0, 1000.0, "preprocess.mel.", lo_open=True)
-    if "norm_std_db" in mel:
-        _float_field(mel, "norm_std_db", 0.0, 1000.0, "preprocess.mel.", lo_open=True)
 
 
 def _check_decisions(meta: dict[str, Any], classes: list[str]) -> None:
@@ -138,13 +47,13 @@ def _check_decisions(meta: dict[str, Any], classes: list[str]) -> None:
         if len(th["values"]) != len(classes):
             raise ValueError(f"thresholds lists {len(th['values'])} values for {len(classes)} classes")
         for i, v in enumerate(th["values"]):
-            if v is not None and (_as_float(v) is None or not 0.0 <= float(v) <= 1.0):
+            if v is not None and (as_float(v) is None or not 0.0 <= float(v) <= 1.0):
                 raise ValueError(f"thresholds.values[{i}]={v!r} (expected a probability in [0, 1] or null)")
     ab = meta.get("abstain")
     if ab is not None:
         if not isinstance(ab, dict):
             raise ValueError("abstain is not a mapping")
-        _float_field(ab, "threshold", 0.0, 1.0, "abstain.")
+        float_field(ab, "threshold", 0.0, 1.0, "abstain.")
 
 
 def check_meta(meta: Any, source: str | Path) -> None:
@@ -170,20 +79,11 @@ def check_meta(meta: Any, source: str | Path) -> None:
             dup = next(c for c in classes if c in seen or seen.add(c))
             raise ValueError(f"classes lists {dup!r} twice")
         if meta.get("temperature") is not None:
-            _float_field(meta, "temperature", 0.0, 1e6, "", lo_open=True)
+            float_field(meta, "temperature", 0.0, 1e6, "", lo_open=True)
         _check_decisions(meta, list(classes))
-        if meta.get("in_chans") is not None and _as_int(meta["in_chans"]) not in (1, 3):
+        if meta.get("in_chans") is not None and as_int(meta["in_chans"]) not in (1, 3):
             raise ValueError(f"in_chans={meta['in_chans']!r} (expected 1 or 3)")
-        pre = meta.get("preprocess")
-        if not isinstance(pre, dict):
-            raise ValueError(f"preprocess is a {type(pre).__name__}, not the preprocessing spec")
-        kind = pre.get("kind", "image")
-        if kind == "image":
-            _check_image_spec(pre)
-        elif kind == "audio":
-            _check_audio_spec(pre)
-        else:
-            raise ValueError(f"preprocess.kind={kind!r} (expected 'image' or 'audio')")
+        spec_from_dict(meta.get("preprocess"))
     except ValueError as e:
         raise CheckpointError(f"{source}: impossible model metadata: {e}") from None
 

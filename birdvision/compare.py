@@ -25,6 +25,7 @@ from birdvision.config import ConfigError, parse_cli
 from birdvision.console import console, run_cli, setup_logging
 from birdvision.reports.metrics import csv_text, markdown_table
 from birdvision.runs import CHECKPOINTS, RunError, find_checkpoint
+from birdvision.spec import from_dict as spec_from_dict
 from birdvision.timing import measure, pin_threads
 
 log = logging.getLogger("birdvision.compare")
@@ -133,17 +134,14 @@ def check_run(run: Path) -> None:
 
 def example_input(preprocess: dict[str, Any]) -> torch.Tensor:
     """A batch-1 input at the model's own input size: a photo tensor, or a waveform window for call models."""
-    if preprocess.get("kind") == "audio":
-        n = int(round(float(preprocess["sample_rate"]) * float(preprocess["clip_seconds"])))
-        return torch.randn(1, n) * 0.1
-    size = int(preprocess.get("size", 224))
-    return torch.randn(1, int(preprocess.get("in_chans", 3)), size, size)
+    spec = spec_from_dict(preprocess)
+    if spec.is_audio:
+        return torch.randn(1, spec.clip_samples) * 0.1
+    return torch.randn(1, *spec.net_input_shape(int(preprocess.get("in_chans", 3))))
 
 
 def model_row(run: Path, *, device: torch.device, iters: int, min_seconds: float) -> dict[str, Any]:
     """Accuracy from the run's records, size from its weights, latency measured now."""
-    from birdvision.data.pipeline import batch_transform_for
-
     ckpt = find_checkpoint(run)
     hp = read_checkpoint(ckpt)["hyper_parameters"]
     summary = _read_json(run / "summary.json")
@@ -153,7 +151,7 @@ def model_row(run: Path, *, device: torch.device, iters: int, min_seconds: float
         test_acc, source = ev["top1"], "evaluate"
     model = load_classifier(ckpt)
     net: torch.nn.Module = model.net
-    front = batch_transform_for(hp["preprocess"])
+    front = spec_from_dict(hp["preprocess"]).frontend()
     # Photos: the network alone. Calls: mel frontend + network, as an exported model runs them.
     runner = torch.nn.Sequential(front, net) if front is not None else net
     runner = runner.to(device).eval()
@@ -172,7 +170,7 @@ def model_row(run: Path, *, device: torch.device, iters: int, min_seconds: float
         "model": f"{hp.get('recipe') or run.parent.name}/{run.name}",
         "recipe": hp.get("recipe") or summary.get("recipe", ""),
         "backbone": hp["backbone"],
-        "mode": hp["preprocess"].get("kind", "image"),
+        "mode": spec_from_dict(hp["preprocess"]).kind,
         "best_val_acc": summary.get("val/acc_best"),
         "test_acc": test_acc,
         "test_source": source,

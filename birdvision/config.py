@@ -113,7 +113,7 @@ class AugmentConfig:
 
 @dataclass
 class MelConfig:
-    """Mel spectrogram frontend (birdvision.data.mel.MelFrontend); stored with every checkpoint and export."""
+    """Mel spectrogram frontend (birdvision.data.audio.mel.MelFrontend); stored with every checkpoint and export."""
 
     n_fft: int = bounded(2048, ge=16, le=65536)
     hop_length: int = bounded(512, ge=1, le=65536)
@@ -130,7 +130,7 @@ class MelConfig:
 
 @dataclass
 class AudioAugmentConfig:
-    """Training-only augmentations (birdvision.data.audio_augment, which checks a section with augment_config);
+    """Training-only augmentations (birdvision.data.audio.augment, which checks a section with augment_config);
     no flips or rotations."""
 
     enabled: bool = True
@@ -156,7 +156,7 @@ class AudioAugmentConfig:
 
 @dataclass
 class NoCallConfig:
-    """Spectrogram mode's no-call class (birdvision.data.background): what an empty window is; predict never writes it."""
+    """Spectrogram mode's no-call class (birdvision.data.audio.background): what an empty window is; predict never writes it."""
 
     enabled: bool = True  # add the class; false = species only (every window gets some species)
     quiet_db: float | None = bounded(25.0, gt=0)  # training windows whose loudest 50 ms is this far below their recording's loud frames become no-call windows; null = none

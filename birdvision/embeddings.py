@@ -33,9 +33,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from birdvision import __version__
 from birdvision.artifacts import atomic_path, sha256_file
 from birdvision.console import progress_bar
-from birdvision.data.pipeline import batch_transform_for, eval_dataset
 from birdvision.models.factory import get_module
 from birdvision.models.registry import get_spec
+from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,8 @@ class HeadOnEmbeddings:
         self.module, self.samples, self.classes, self.preprocess = module, list(samples), list(classes), preprocess
         self.backbone = module.hparams.backbone
         self.cache = EmbeddingCache(cache_dir or DEFAULT_CACHE, model_digest(module.net, self.backbone, preprocess))
-        self.transform = batch_transform_for(preprocess)
+        self.spec = spec_from_dict(preprocess)
+        self.transform = self.spec.frontend()
         self.batch_size, self.num_workers = batch_size, num_workers
 
     @property
@@ -270,7 +271,7 @@ class HeadOnEmbeddings:
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         chosen = [s for s in self.samples if s.split == name and s.active]
-        return self.embed_dataset(eval_dataset(chosen, self.classes, self.preprocess), name) if chosen else None
+        return self.embed_dataset(self.spec.eval_dataset(chosen, self.classes), name) if chosen else None
 
     def fit_head(self, splits: Sequence[str] = ("train", "valid", "test")) -> dict[str, Any]:
         """Embed ``splits``, fit the head on train (L2 chosen on valid) and put it into the network; returns metrics."""

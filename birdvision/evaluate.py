@@ -28,15 +28,17 @@ from birdvision.artifacts import OutputError, check_output_dir, check_output_fil
 from birdvision.checkpoint import load_classifier, read_checkpoint, update_hparams
 from birdvision.config import ConfigError, ThresholdConfig, parse_cli
 from birdvision.console import console, run_cli, setup_logging
-from birdvision.data.images import ImageLoadError
-from birdvision.data.manifest import SPLITS, ManifestError, Sample, manifest_digest
-from birdvision.data.pipeline import batch_transform_for, eval_dataset
-from birdvision.data.sources import DataSourceError, discover, from_manifest
+from birdvision.data.manifest import SPLITS, DataSourceError, ManifestError, Sample, manifest_digest
+from birdvision.data.photos.decode import ImageLoadError
+from birdvision.data.sources import discover, from_manifest
+from birdvision.data.splits import assign_splits
 from birdvision.reports import calibration as cal
 from birdvision.reports import metrics as M
 from birdvision.reports import plots
 from birdvision.reports import thresholds as TH
 from birdvision.runs import CHECKPOINTS, RunError, find_checkpoint
+from birdvision.spec import AudioSpec, ImageSpec, Spec
+from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger("birdvision.evaluate")
 
@@ -129,11 +131,12 @@ def load_samples(ckpt: Path, data: str | None, digest: str | None = None) -> tup
     p = Path(data).expanduser()
     seed = _run_seed(run)
     if p.is_file():
-        found = from_manifest(p, valid_fraction=0.15, test_fraction=0.15, seed=seed)
+        found = from_manifest(p)
     elif p.is_dir():
-        found = discover(p, valid_fraction=0.15, test_fraction=0.15, seed=seed)
+        found = discover(p)
     else:
         raise EvaluationError(f"data={data}: no such manifest file or folder")
+    assign_splits(found.samples, valid_fraction=0.15, test_fraction=0.15, seed=seed, where=found.origin)
     if own and digest and manifest_digest(found.samples) != digest:
         raise EvaluationError(
             f"{p} is not the manifest {ckpt.name} was trained on (its digest differs from the checkpoint's "
@@ -264,24 +267,24 @@ def _item_name(dataset: Dataset, i: int) -> str:
     return f"#{i}"
 
 
-def _display_image(x: torch.Tensor, preprocess: dict[str, Any]) -> np.ndarray:
+def _display_image(x: torch.Tensor, spec: Spec) -> np.ndarray:
     """Undo the normalisation of a photo (to HWC in [0, 1]); show a spectrogram's first channel as is."""
-    if preprocess.get("kind") == "audio":
+    if spec.is_audio:
         return x[0].cpu().numpy()
-    mean = torch.tensor(preprocess.get("mean", (0.0, 0.0, 0.0))).view(-1, 1, 1)
-    std = torch.tensor(preprocess.get("std", (1.0, 1.0, 1.0))).view(-1, 1, 1)
+    mean = torch.tensor(spec.mean).view(-1, 1, 1)
+    std = torch.tensor(spec.std).view(-1, 1, 1)
     return (x.cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 @torch.no_grad()
-def _top_loss_images(dataset: Dataset, idx: list[int], preprocess: dict[str, Any],
+def _top_loss_images(dataset: Dataset, idx: list[int], spec: Spec,
                      batch_transform: torch.nn.Module | None) -> list[np.ndarray]:
     images = []
     for i in idx:
         x = dataset[i][0]
         if batch_transform is not None:
             x = batch_transform.cpu()(x.unsqueeze(0))[0]
-        images.append(_display_image(x, preprocess))
+        images.append(_display_image(x, spec))
     return images
 
 
@@ -291,28 +294,25 @@ def _top_loss_images(dataset: Dataset, idx: list[int], preprocess: dict[str, Any
 class _Arrays(Dataset):
     """Photos already at the model's size (uint8 ``[N, H, W, 3]``), normalised like the evaluation transform."""
 
-    def __init__(self, images: np.ndarray, preprocess: dict[str, Any]) -> None:
-        self.images = images
-        self.mean = torch.tensor(preprocess["mean"], dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(preprocess["std"], dtype=torch.float32).view(3, 1, 1)
+    def __init__(self, images: np.ndarray, spec: ImageSpec) -> None:
+        self.images, self.spec = images, spec
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1).float() / 255.0
-        return (x - self.mean) / self.std, -1
+        return self.spec.network_input([self.images[i]])[0], -1
 
 
-def _folder_images(folder: str | Path, preprocess: dict[str, Any]) -> tuple[np.ndarray, int]:
+def _folder_images(folder: str | Path, spec: ImageSpec) -> tuple[np.ndarray, int]:
     """Every decodable image under ``folder`` resized to the model's input (as predict does), and how many were not."""
     from birdvision.data.files import walk_files
-    from birdvision.data.image_io import IMAGE_SUFFIXES, load_rgb, resize_uint8
+    from birdvision.data.photos.decode import IMAGE_SUFFIXES, load_rgb, resize_uint8
 
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise EvaluationError(f"threshold.ood={folder}: not a folder")
-    size, interp = int(preprocess["size"]), str(preprocess.get("interpolation", "bilinear"))
+    size, interp = spec.size, spec.interpolation
     images, bad = [], 0
     for f in walk_files(root).files:
         if f.suffix.lower() not in IMAGE_SUFFIXES:
@@ -345,21 +345,21 @@ def _crossfit(logits: np.ndarray, labels: np.ndarray, ece: float, ece_valid_t: f
     return out
 
 
-def _abstention(ckpt_path: Path, preprocess: dict[str, Any], temperature: float, val_probs: np.ndarray | None,
+def _abstention(ckpt_path: Path, spec: ImageSpec, temperature: float, val_probs: np.ndarray | None,
                 probs: np.ndarray, correct: np.ndarray, threshold: Any, *, stored: dict[str, Any] | None,
                 batch_size: int, device: torch.device,
                 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any]]:
     """Photo abstention: the threshold chosen on validation photos and generated non-bird images (seeds 0..n-1),
     and the accept/abstain table on the evaluated photos, other generated images (seeds from 100000) and the
     ``threshold.ood`` folder. Without validation probabilities (no calibration) the ``stored`` one is measured."""
-    from birdvision.data.ood import KINDS, ood_images
+    from birdvision.data.photos.ood import KINDS, ood_images
 
     n = int(threshold.ood_images)
-    size = int(preprocess["size"])
+    size = spec.size
     model = load_classifier(ckpt_path)
 
     def scores(images: np.ndarray) -> np.ndarray:
-        logits, _ = compute_logits(model, _Arrays(images, preprocess), batch_transform=None, batch_size=batch_size,
+        logits, _ = compute_logits(model, _Arrays(images, spec), batch_transform=None, batch_size=batch_size,
                                    num_workers=0, device=device)
         return TH.abstain_scores(cal.softmax(logits, temperature))
 
@@ -368,7 +368,7 @@ def _abstention(ckpt_path: Path, preprocess: dict[str, Any], temperature: float,
     ood_pick, ood_sets = scores(pick_imgs), {"generated": scores(test_imgs)}
     info: dict[str, Any] = {"generated_images": int(len(test_imgs)), "generated_kinds": list(KINDS)}
     if threshold.ood:
-        imgs, bad = _folder_images(threshold.ood, preprocess)
+        imgs, bad = _folder_images(threshold.ood, spec)
         ood_sets["folder"] = scores(imgs)
         info.update({"folder": str(threshold.ood), "folder_images": int(len(imgs)), "folder_undecodable": bad})
     source = f"generated non-bird images, {n} of each of {len(KINDS)} kinds (seeds 0..{n - 1})"
@@ -393,20 +393,20 @@ def _abstention(ckpt_path: Path, preprocess: dict[str, Any], temperature: float,
 NOISE_WINDOWS = 40  # generated no-call windows a call model is checked on (seeds no training file uses)
 
 
-def _generated_noise(ckpt_path: Path, preprocess: dict[str, Any], temperature: float, chosen: dict[str, Any] | None,
+def _generated_noise(ckpt_path: Path, spec: AudioSpec, temperature: float, chosen: dict[str, Any] | None,
                      classes: list[str], background: str | None, *, batch_size: int, device: torch.device,
                      ) -> dict[str, Any]:
     """How a call model answers windows of generated noise (high-passed like recordings): the share of windows no
     species passes its threshold on (silent in predict), and the share whose best class is the no-call class."""
-    from birdvision.data.audio import highpass
-    from birdvision.data.background import noise_windows
+    from birdvision.data.audio.background import noise_windows
+    from birdvision.data.audio.io import highpass
 
-    sr = int(preprocess["sample_rate"])
-    waves = noise_windows(NOISE_WINDOWS, float(preprocess["clip_seconds"]), sr)
-    if preprocess.get("highpass_hz"):
-        waves = highpass(waves, sr, float(preprocess["highpass_hz"])).astype(np.float32)
+    sr = spec.sample_rate
+    waves = noise_windows(NOISE_WINDOWS, spec.clip_seconds, sr)
+    if spec.highpass_hz:
+        waves = highpass(waves, sr, spec.highpass_hz).astype(np.float32)
     ds = torch.utils.data.TensorDataset(torch.from_numpy(np.ascontiguousarray(waves)), torch.full((len(waves),), -1))
-    logits, _ = compute_logits(load_classifier(ckpt_path), ds, batch_transform=batch_transform_for(preprocess),
+    logits, _ = compute_logits(load_classifier(ckpt_path), ds, batch_transform=spec.frontend(),
                                batch_size=batch_size, num_workers=0, device=device)
     probs = cal.softmax(logits, temperature)
     from birdvision.prediction.tables import stored_decisions
@@ -468,6 +468,7 @@ def evaluate_checkpoint(
     hp = dict(read_checkpoint(ckpt_path)["hyper_parameters"])
     classes: list[str] = list(hp["classes"])
     preprocess: dict[str, Any] = dict(hp["preprocess"] or {})
+    spec = spec_from_dict(preprocess)
 
     samples, source = load_samples(ckpt_path, None if data is None else str(data), hp.get("manifest_digest"))
     if class_map is not None:
@@ -480,7 +481,7 @@ def evaluate_checkpoint(
     calib = [s for s in samples if s.split == "valid" and s.active] if calibrate else []
     check_labels(calib, classes, f"split 'valid' of {source}")
 
-    transform = batch_transform_for(preprocess)
+    transform = spec.frontend()
     if logits_fn is None:
         model = load_classifier(ckpt_path)
         run_kw = dict(batch_transform=transform, batch_size=batch_size, num_workers=num_workers, device=_device(device))
@@ -489,7 +490,7 @@ def evaluate_checkpoint(
             return compute_logits(model, dataset, **run_kw)
 
     log.info("evaluating %s on %d %s samples of %s", ckpt_path, len(evaluated), split, source)
-    ds = eval_dataset(evaluated, classes, preprocess)
+    ds = spec.eval_dataset(evaluated, classes)
     logits, labels = logits_fn(ds)
     if len(labels) == 0:
         raise EvaluationError(f"split {split!r} of {source} yields no items to evaluate")
@@ -502,7 +503,7 @@ def evaluate_checkpoint(
             val_logits, val_labels = logits, labels
             cal_note = "fitted and measured on the same (valid) split: the ECE after scaling is optimistic"
         elif calib:
-            val_logits, val_labels = logits_fn(eval_dataset(calib, classes, preprocess))
+            val_logits, val_labels = logits_fn(spec.eval_dataset(calib, classes))
         else:
             val_logits, val_labels = np.zeros((0, len(classes))), np.zeros(0, dtype=np.int64)
         if len(val_labels):
@@ -527,14 +528,14 @@ def evaluate_checkpoint(
                  "(no validation positives or target not reachable)" if n_global else "")
     probs_eval = cal.softmax(logits, t_use)
     abstain, abstain_rows, abstain_info = hp.get("abstain"), [], {}
-    if preprocess.get("kind", "image") == "image" and int(threshold.ood_images) > 0:
+    if not spec.is_audio and int(threshold.ood_images) > 0:
         chosen_ab, abstain_rows, abstain_info = _abstention(
-            ckpt_path, preprocess, t_use, val_probs, probs_eval, probs_eval.argmax(1) == labels, threshold,
+            ckpt_path, spec, t_use, val_probs, probs_eval, probs_eval.argmax(1) == labels, threshold,
             stored=abstain, batch_size=batch_size, device=_device(device))
         if val_probs is not None:
             abstain = chosen_ab
-    noise_info = (_generated_noise(ckpt_path, preprocess, t_use, chosen, classes, background, batch_size=batch_size,
-                                   device=_device(device)) if preprocess.get("kind") == "audio" else {})
+    noise_info = (_generated_noise(ckpt_path, spec, t_use, chosen, classes, background, batch_size=batch_size,
+                                   device=_device(device)) if spec.is_audio else {})
     if temperature is not None:
         update_hparams(ckpt_path, temperature=float(temperature), thresholds=chosen, abstain=abstain)
         log.info("temperature, thresholds%s stored in %s", " and abstention threshold" if abstain else "", ckpt_path)
@@ -637,9 +638,9 @@ def evaluate_checkpoint(
         f"\n{plots._short(_item_name(ds, i), 30)}"
         for i in wrong
     ]
-    images = _top_loss_images(ds, wrong, preprocess, transform)
+    images = _top_loss_images(ds, wrong, spec, transform)
     written.append(plots.save_figure(
-        plots.top_losses_figure(images, captions, spectrogram=preprocess.get("kind") == "audio"), out / "top_losses.png"))
+        plots.top_losses_figure(images, captions, spectrogram=spec.is_audio), out / "top_losses.png"))
     written += M.write_table([pred_rows[i] for i in wrong], out / "top_losses", f"Top losses ({split}, T={t_show:.3f})",
                              PRED_COLUMNS)
 

@@ -16,9 +16,8 @@ from birdvision.artifacts import OutputError
 from birdvision.checkpoint import CheckpointError
 from birdvision.config import ConfigError, parse_cli, to_yaml
 from birdvision.console import console, run_cli, setup_logging
-from birdvision.data.images import ImageLoadError
-from birdvision.data.manifest import ManifestError
-from birdvision.data.sources import DataSourceError
+from birdvision.data.manifest import DataSourceError, ManifestError
+from birdvision.data.photos.decode import ImageLoadError
 from birdvision.exporting import ExportError, ParityError
 from birdvision.exporting.options import ExportConfig
 from birdvision.runs import RunError

@@ -31,10 +31,10 @@ from birdvision.checkpoint import read_checkpoint
 from birdvision.config import ConfigError, FitConfig, parse_cli, save_config, to_yaml
 from birdvision.console import console, run_cli, setup_logging
 from birdvision.data.balance import balanced_sampler, class_counts, effective_number_weights
+from birdvision.data.build import build_pipeline
 from birdvision.data.datamodule import BirdDataModule
-from birdvision.data.manifest import manifest_digest, write_manifest
-from birdvision.data.pipeline import Pipeline, build_pipeline
-from birdvision.data.sources import DataSourceError
+from birdvision.data.manifest import DataSourceError, manifest_digest, write_manifest
+from birdvision.data.pipeline import Pipeline
 from birdvision.data.splits import LeakageError
 from birdvision.embeddings import HeadOnEmbeddings
 from birdvision.evaluate import EvaluationError
@@ -50,6 +50,7 @@ from birdvision.runs import (
     run_lock,
     trim_metrics,
 )
+from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger("birdvision.fit")
 
@@ -166,7 +167,7 @@ def build_module(cfg: DictConfig, pipe: Pipeline, digest: str, *, load_weights: 
         div_factor=o.div_factor, final_div_factor=o.final_div_factor,
         label_smoothing=o.label_smoothing, backbone_lr_scale=scale,
         warmup_epochs=warmup, channels_last=m.channels_last,
-        preprocess=pipe.preprocess, manifest_digest=digest, recipe=cfg.recipe, load_weights=load_weights,
+        preprocess=pipe.preprocess.to_dict(), manifest_digest=digest, recipe=cfg.recipe, load_weights=load_weights,
         class_weights=class_weights, background_class=pipe.background_class,
     )
 
@@ -327,7 +328,7 @@ def _check_resume_matches(resume: Resume, pipe: Pipeline) -> None:
         extra, missing = sorted(set(pipe.classes) - set(hp["classes"])), sorted(set(hp["classes"]) - set(pipe.classes))
         raise RunError(f"resume={resume.ckpt}: the data's classes differ from the checkpoint's "
                        f"({len(pipe.classes)} vs {len(hp['classes'])}; new {extra[:3]}, gone {missing[:3]})")
-    old, new = hp.get("preprocess") or {}, pipe.preprocess or {}
+    old, new = spec_from_dict(hp["preprocess"]).to_dict(), pipe.preprocess.to_dict()
     for k in sorted(set(old) | set(new)):
         if old.get(k) != new.get(k):
             raise RunError(f"resume={resume.ckpt}: preprocessing {k} was {old.get(k)!r}, the config now gives "
@@ -458,7 +459,7 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
     logits_fn = None
 
     def head_fitter() -> HeadOnEmbeddings:
-        return HeadOnEmbeddings(module, pipe.samples, pipe.classes, pipe.preprocess, cache_dir=cfg.finetune.embedding_cache,
+        return HeadOnEmbeddings(module, pipe.samples, pipe.classes, pipe.preprocess.to_dict(), cache_dir=cfg.finetune.embedding_cache,
                                 batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, num_workers=cfg.data.num_workers)
 
     if cfg.finetune.mode == "embeddings":

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 from birdvision.config import ConfigError, DataConfig, bounded, parse_cli
 from birdvision.console import console, run_cli, setup_logging
-from birdvision.data.manifest import ManifestError
-from birdvision.data.sources import DataSourceError
+from birdvision.data.manifest import DataSourceError, ManifestError
 from birdvision.data.splits import LeakageError
 
 
@@ -39,22 +38,18 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("output=DIR is required (a new folder for the shards)")
         if cfg.data.mode != "image":
             raise ConfigError("data.mode=image only: shards hold photos")
-        from birdvision.data.pipeline import discover_samples
+        from birdvision.data.build import discover_samples
 
         try:
-            from birdvision.data.shards import write_shards
+            from birdvision.data.photos.shards import write_shards
         except ImportError as e:
             raise ConfigError(str(e)) from None
-        from birdvision.data.sources import check_splits
-        from birdvision.data.splits import assert_no_leakage
+        from birdvision.data.splits import check_splits
 
         found = discover_samples(cfg)
         for path, why in found.skipped:
             console.log(f"left out {path}: {why}")
-        assert_no_leakage(found.samples)
-        problems = check_splits(found.samples)
-        if problems:
-            raise DataSourceError(f"{found.origin}: " + "; ".join(problems))
+        check_splits(found.samples, found.origin)
         meta = write_shards(found.samples, cfg.output, chunk_mb=cfg.chunk_mb, seed=cfg.seed)
         console.print(f"shards of {found.origin} in {cfg.output}: {meta['counts']}, {len(meta['classes'])} classes, "
                       f"manifest digest {meta['manifest_digest'][:12]}")

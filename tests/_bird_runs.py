@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from birdvision.data.images import ImagePreprocess
 from birdvision.data.manifest import class_list, manifest_digest, write_manifest
 from birdvision.data.sources import discover
 from birdvision.models import get_spec
 from birdvision.module import BirdClassifier
+from birdvision.spec import ImageSpec
 
 
 def make_run(root: Path, photos: Path, *, backbone: str = "test_tiny", size: int = 32, temperature: float = 1.5,
@@ -26,8 +26,8 @@ def make_run(root: Path, photos: Path, *, backbone: str = "test_tiny", size: int
     samples = discover(photos).samples
     classes = class_list(samples)
     spec = get_spec(backbone)
-    pre = ImagePreprocess(size, spec.mean, spec.std, spec.interpolation)
-    model = BirdClassifier(backbone, classes, preprocess=pre.spec(), manifest_digest=manifest_digest(samples),
+    pre = ImageSpec(size, spec.mean, spec.std, spec.interpolation)
+    model = BirdClassifier(backbone, classes, preprocess=pre.to_dict(), manifest_digest=manifest_digest(samples),
                            recipe="test", temperature=temperature).eval()
     head = dict(model.net.named_modules())[spec.classifier]
     with torch.no_grad():

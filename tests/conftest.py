@@ -15,7 +15,7 @@ REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 @pytest.fixture(scope="session", autouse=True)
 def _nocall_cache(tmp_path_factory):
     """Generated no-call recordings go to a temporary folder shared by the session, not ~/.cache."""
-    import birdvision.data.background as background
+    import birdvision.data.audio.background as background
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(background, "SYNTHETIC_CACHE", tmp_path_factory.mktemp("nocall-cache"))
@@ -33,7 +33,7 @@ def realdata() -> Path:
 @pytest.fixture(scope="session")
 def demo_photos(tmp_path_factory) -> Path:
     """A small synthetic BIRDS-525-style photo set (3 species, 32 px)."""
-    from birdvision.data.demo import make_demo_photos
+    from birdvision.data.photos.demo import make_demo_photos
 
     return make_demo_photos(tmp_path_factory.mktemp("demo"), n_species=3, per_split=(12, 4, 4), size=32)
 
@@ -51,7 +51,7 @@ def tiny_calls_classifier(sample_rate: int = 16000):
     answers differ clearly between inputs; seeded, so every call builds the same weights."""
     import torch
 
-    from birdvision.data.mel import MelFrontend
+    from birdvision.data.audio.mel import MelFrontend
     from birdvision.module import BirdClassifier
 
     mel = MelFrontend(sample_rate=sample_rate, n_fft=512, hop_length=256, n_mels=32, f_min_hz=50, f_max_hz=8000).spec()

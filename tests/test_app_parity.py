@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from birdvision.data.image_io import DECODE_STEPS, load_rgb
+from birdvision.data.photos.decode import DECODE_STEPS, load_rgb
 from birdvision.export import main as export_main
 from birdvision.exporting.app_parity import PLATFORMS, Platform, main, register_platform
 from tests._bird_runs import make_run
@@ -70,7 +70,7 @@ def test_cli_on_a_photo_folder_with_odd_sizes(exported, app_photos, tmp_path, ca
 
 
 def test_browser_hook_and_a_failing_platform(exported, app_photos, tmp_path, capsys):
-    from birdvision.inference import load
+    from birdvision.prediction.api import load
 
     p = load(exported / "model.onnx")
     photos = sorted(app_photos.rglob("*.jpg"))

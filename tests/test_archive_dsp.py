@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import signal as ss
 
-from birdvision.data import dsp
-from birdvision.data.audio import highpass, resample
+from birdvision.data.audio import dsp
+from birdvision.data.audio.io import highpass, resample
 
 RATES = [(44100, 32000), (22050, 32000), (48000, 32000), (9000, 32000), (32000, 16000), (8000, 32000), (11025, 22050)]
 
@@ -59,7 +59,7 @@ def test_highpass_rejects_bad_cutoff_and_keeps_short_signals():
 
 
 def test_audio_decoding_does_not_import_scipy():
-    code = "import sys, birdvision.data.audio; print('scipy' in sys.modules)"
+    code = "import sys, birdvision.data.audio.io; print('scipy' in sys.modules)"
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "False"

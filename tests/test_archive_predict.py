@@ -117,7 +117,7 @@ print("LOADED", loaded)
 
 
 def test_checkpoint_path_still_uses_torch_and_agrees(tmp_path, audio_export):
-    from birdvision.inference import load
+    from birdvision.prediction.api import load
 
     ck, onnx_p = load(audio_export.parents[1] / "audio.ckpt"), load(audio_export)
     assert ck.engine == "torch" and onnx_p.engine == "onnxruntime"
@@ -196,7 +196,7 @@ def test_decoding_ahead_holds_numpy_blas_to_one_thread_and_restores_it():
 
 
 def test_decoding_ahead_gives_the_same_rows(tmp_path, audio_export, photo_export):
-    from birdvision.inference import load
+    from birdvision.prediction.api import load
 
     recs = make_recordings(tmp_path / "recs", 5)
     photos = make_photos(tmp_path / "photos", 21)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from birdvision.data import audio as A
-from birdvision.data.audio import AudioError
+from birdvision.data.audio import io as A
+from birdvision.data.audio.io import AudioError
 
 SR = 32000
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from birdvision.config import AudioAugmentConfig, FitConfig, load_config
-from birdvision.data.audio_augment import (
+from birdvision.data.audio.augment import (
     WaveAugment,
     augment_config,
     describe,
@@ -16,7 +16,7 @@ from birdvision.data.audio_augment import (
     spec_augment_kwargs,
     time_stretch,
 )
-from birdvision.data.mel import SpecAugment
+from birdvision.data.audio.mel import SpecAugment
 
 SR = 32000
 N = SR  # one-second windows keep the tests fast

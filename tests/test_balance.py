@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from birdvision.data.balance import balanced_sampler, class_counts, effective_number_weights
-from birdvision.data.sources import DataSourceError
+from birdvision.data.manifest import DataSourceError
 from birdvision.fit import main
 from tests.conftest import fit_args
 

@@ -5,17 +5,19 @@ import pytest
 import torch
 from PIL import Image
 
-from birdvision.data.images import (
-    ImageDataset,
-    ImageLoadError,
-    ImagePreprocess,
-    eval_transform,
-    load_rgb,
-    train_transform,
+from birdvision.data.manifest import (
+    DataSourceError,
+    ManifestError,
+    Sample,
+    manifest_digest,
+    read_manifest,
+    write_manifest,
 )
-from birdvision.data.manifest import ManifestError, Sample, manifest_digest, read_manifest, write_manifest
-from birdvision.data.sources import DataSourceError, discover, from_manifest
-from birdvision.data.splits import LeakageError, assert_no_leakage, grouped_split
+from birdvision.data.photos.decode import ImageLoadError, load_rgb
+from birdvision.data.photos.transforms import ImageDataset, eval_transform, train_transform
+from birdvision.data.sources import discover, from_manifest
+from birdvision.data.splits import LeakageError, assert_no_leakage, assign_splits, grouped_split
+from birdvision.spec import ImageSpec
 
 
 def test_manifest_round_trip_and_digest(tmp_path: Path):
@@ -87,6 +89,8 @@ def test_class_folder_tree_gets_grouped_split(tmp_path: Path):
             Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / c / f"{i}.png")
         (tmp_path / c / "notes.txt").write_text("x")
     d = discover(tmp_path)
+    assert {s.split for s in d.samples} == {""}  # discovery reads splits, it never deals them
+    assert assign_splits(d.samples, valid_fraction=0.15, test_fraction=0.15, seed=0) == "grouped split seed=0"
     assert {s.split for s in d.samples} == {"train", "valid", "test"}
     assert sum("notes.txt" in p for p, _ in d.skipped) == 2
 
@@ -100,7 +104,7 @@ def test_manifest_source_drops_dropped_rows(tmp_path: Path, demo_photos: Path):
     d = discover(demo_photos)
     d.samples[0].status = "dropped"
     write_manifest(tmp_path / "m.csv", d.samples)
-    got = from_manifest(tmp_path / "m.csv", valid_fraction=0.2, test_fraction=0.2, seed=0)
+    got = from_manifest(tmp_path / "m.csv")
     assert len(got.samples) == len(d.samples) - 1
     assert got.skipped and "dropped" in got.skipped[0][1]
 
@@ -141,7 +145,7 @@ def test_dataset_skips_a_broken_file_and_logs(tmp_path: Path, caplog):
     good = tmp_path / "good.png"
     Image.new("RGB", (8, 8)).save(good)
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    pre = ImagePreprocess(16, (0.5,) * 3, (0.5,) * 3)
+    pre = ImageSpec(16, (0.5,) * 3, (0.5,) * 3)
     ds = ImageDataset([Sample(str(tmp_path / "bad.png"), "A"), Sample(str(good), "A")], {"A": 0}, eval_transform(pre))
     x, y = ds[0]
     assert x.shape == (3, 16, 16) and y == 0
@@ -149,7 +153,7 @@ def test_dataset_skips_a_broken_file_and_logs(tmp_path: Path, caplog):
 
 
 def test_transforms_shape_and_switch_off():
-    pre = ImagePreprocess(24, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    pre = ImageSpec(24, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     img = Image.new("RGB", (50, 30), (128, 64, 32))
     off = train_transform(pre, hflip=False, perspective=0, rotation_deg=0, affine_translate=0, affine_scale=0)
     torch.testing.assert_close(off(img), eval_transform(pre)(img))

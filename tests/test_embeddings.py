@@ -7,16 +7,16 @@ from pathlib import Path
 import torch
 
 from birdvision.data.manifest import Sample
-from birdvision.data.pipeline import eval_dataset
 from birdvision.embeddings import EmbeddingCache, choose_head, embed, item_keys, model_digest
 from birdvision.models import create_model
+from birdvision.spec import from_dict as spec_from_dict
 
 
 def _dataset(root: Path):
     samples = [Sample(str(p), p.parent.name, "train") for p in sorted((root / "train").glob("*/*.jpg"))]
     classes = sorted({s.label for s in samples})
     spec = {"kind": "image", "size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bilinear"}
-    return eval_dataset(samples, classes, spec), classes, spec
+    return spec_from_dict(spec).eval_dataset(samples, classes), classes, spec
 
 
 def test_cold_and_warm_cache_give_the_same_embeddings_and_leave_the_rng_alone(demo_photos: Path, tmp_path: Path):

@@ -167,21 +167,21 @@ def test_call_models_run_the_mel_frontend_and_show_spectrograms(tmp_path):
     """Audio checkpoints yield waveforms; evaluation applies the frontend per batch and plots spectrograms."""
     from torch.utils.data import TensorDataset
 
-    from birdvision.data.mel import MelFrontend
-    from birdvision.data.pipeline import batch_transform_for
+    from birdvision.data.audio.mel import MelFrontend
     from birdvision.evaluate import _top_loss_images, compute_logits
     from birdvision.models import create_model
     from birdvision.reports.plots import save_figure, top_losses_figure
+    from birdvision.spec import from_dict as spec_from_dict
 
     spec = MelFrontend(sample_rate=8000, n_fft=256, hop_length=128, n_mels=32, f_max_hz=4000.0).spec()
     preprocess = {"kind": "audio", "sample_rate": 8000, "clip_seconds": 0.5, "mel": spec}
-    front = batch_transform_for(preprocess)
+    front = spec_from_dict(preprocess).frontend()
     ds = TensorDataset(torch.randn(5, 4000) * 0.1, torch.tensor([0, 1, 2, 0, 1]))
     net = create_model("test_tiny", 3, pretrained=False, in_chans=spec.get("in_chans", 1))
     logits, labels = compute_logits(net, ds, batch_transform=front, batch_size=2, num_workers=0,
                                     device=torch.device("cpu"))
     assert logits.shape == (5, 3) and labels.tolist() == [0, 1, 2, 0, 1]
-    images = _top_loss_images(ds, [0, 3], preprocess, front)
+    images = _top_loss_images(ds, [0, 3], spec_from_dict(preprocess), front)
     assert images[0].ndim == 2 and images[0].shape[0] == 32  # (n_mels, frames)
     path = save_figure(top_losses_figure(images, ["a", "b"], spectrogram=True), tmp_path / "t.png")
     assert path.stat().st_size > 1000

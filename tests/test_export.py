@@ -13,6 +13,7 @@ import torch
 from birdvision.export import main
 from birdvision.exporting import graphs
 from birdvision.exporting.metadata import read_metadata
+from birdvision.spec import from_dict as spec_from_dict
 from tests._bird_runs import make_run
 
 
@@ -78,7 +79,8 @@ def test_in_graph_resize_equals_the_training_resize(interpolation):
     """The exported photo graph (ONNX Resize, antialias) and the eval transform (torch, antialias) agree on odd sizes."""
     import onnxruntime as ort
 
-    from birdvision.data.images import ImagePreprocess, eval_transform, photo_tensor
+    from birdvision.data.photos.transforms import eval_transform, photo_tensor
+    from birdvision.spec import ImageSpec
 
     spec = {"kind": "image", "size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
             "interpolation": interpolation}
@@ -89,14 +91,14 @@ def test_in_graph_resize_equals_the_training_resize(interpolation):
     for h, w in ((1, 1), (7, 300), (1000, 640), (224, 224), (227, 227), (300, 7), (113, 450)):
         x = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         got = sess.run(None, {"image": x[None]})[0][0]
-        want = photo_tensor([x], spec)[0].numpy()
+        want = photo_tensor([x], ImageSpec.from_dict(spec))[0].numpy()
         assert got.shape == want.shape == (3, 224, 224)
         grey_levels = np.abs(got - want) * np.asarray(spec["std"]).reshape(3, 1, 1) * 255
         assert grey_levels.max() < 0.02, (h, w, grey_levels.max())  # float rounding, not another filter
         if (h, w) == (7, 300):
             from PIL import Image
 
-            via_eval = eval_transform(ImagePreprocess.from_spec(spec))(Image.fromarray(x)).numpy()
+            via_eval = eval_transform(ImageSpec.from_dict(spec))(Image.fromarray(x)).numpy()
             assert np.abs(via_eval - want).max() == 0  # the eval transform is photo_tensor for one photo
 
 
@@ -135,7 +137,7 @@ def test_loader_refuses_a_model_json_that_does_not_match(exported, tmp_path):
     import shutil
 
     from birdvision.checkpoint import CheckpointError
-    from birdvision.inference import load
+    from birdvision.prediction.api import load
 
     def copy_with(edit) -> Path:
         d = tmp_path / f"c{len(list(tmp_path.iterdir()))}"
@@ -169,7 +171,7 @@ def test_loader_refuses_a_model_json_that_does_not_match(exported, tmp_path):
 
 
 def test_lanczos_cannot_be_exported(run_dir):
-    from birdvision.data.images import resize_mode
+    from birdvision.data.photos.transforms import resize_mode
     from birdvision.exporting import ExportError
 
     with pytest.raises(ValueError, match="cannot be reproduced inside an ONNX graph"):
@@ -305,21 +307,21 @@ def test_audio_graph_matches_torch(tmp_path):
     """Spectrogram models: raw waveform in, the MelFrontend inside the graph, same probabilities as PyTorch."""
     import onnxruntime as ort
 
-    from birdvision.data.mel import MelFrontend
+    from birdvision.data.audio.mel import MelFrontend
     from birdvision.module import BirdClassifier
 
     mel = MelFrontend(sample_rate=8000, n_fft=256, hop_length=128, n_mels=32, f_min_hz=50, f_max_hz=4000).spec()
     spec = {"kind": "audio", "sample_rate": 8000, "clip_seconds": 1.0, "stereo": "mix", "highpass_hz": None,
             "mel": mel, "in_chans": 1}
     model = BirdClassifier("test_tiny", ["a", "b", "c"], in_chans=1, preprocess=spec, temperature=2.0).eval()
-    shape = graphs.net_input_shape(spec, 1)
+    shape = spec_from_dict(spec).net_input_shape(1)
     assert shape == (1, 32, 63)
     net = graphs.export_net(model.net, shape, 17)
     full = graphs.compose(graphs.audio_pre_graph(spec, net, 17), net, graphs.post_graph(2.0, 3, net))
     path = graphs.save_model(full, tmp_path / "m.onnx")
     wave = np.random.default_rng(0).standard_normal((3, 8000)).astype(np.float32) * 0.1
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"waveform": wave})[0]
-    fe = graphs.mel_frontend(spec)
+    fe = spec_from_dict(spec).frontend()
     with torch.no_grad():
         want = model.predict_proba(fe(torch.from_numpy(wave))).numpy()
     assert np.abs(got - want).max() < 1e-4
@@ -339,9 +341,9 @@ def test_int8_and_fp16_files_are_smaller(tmp_path, demo_photos):
 @pytest.mark.slow
 def test_calls_model_end_to_end(tmp_path):
     """A spectrogram run: fit, export (waveform in, mel inside), INT8, and the same answer from both engines."""
-    from birdvision.data.demo_calls import make_demo_calls
+    from birdvision.data.audio.demo import make_demo_calls
     from birdvision.fit import main as fit
-    from birdvision.inference import load
+    from birdvision.prediction.api import load
 
     root = make_demo_calls(tmp_path / "calls", n_species=3, recordings_per_species=5, seconds=4)
     assert fit(["recipe=demo_calls", f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "model.backbone=test_tiny",

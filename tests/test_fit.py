@@ -245,11 +245,11 @@ def test_head_init_from_embeddings_starts_fine_tuning_from_a_fitted_head(demo_ph
     assert seen["head"].std() > 0.05  # create_model's fresh head has std 0.01
     # the head's train accuracy, recomputed through the whole network, is the one fit reported
     from birdvision.data.manifest import read_manifest
-    from birdvision.data.pipeline import eval_dataset
+    from birdvision.spec import from_dict as spec_from_dict
 
     run = Path(s["run_dir"])
     train = [x for x in read_manifest(run / "manifest.csv") if x.split == "train"]
-    ds = eval_dataset(train, json.loads((run / "classes.json").read_text()), seen["module"].hparams.preprocess)
+    ds = spec_from_dict(seen["module"].hparams.preprocess).eval_dataset(train, json.loads((run / "classes.json").read_text()))
     net = seen["module"].net.eval()
     with torch.no_grad():
         acc = sum(int(net(x[None]).argmax()) == y for x, y in (ds[i] for i in range(len(ds)))) / len(ds)

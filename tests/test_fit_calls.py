@@ -8,13 +8,13 @@ import torch
 
 from birdvision.checkpoint import checkpoint_meta, load_classifier
 from birdvision.data.manifest import read_manifest
-from birdvision.data.pipeline import batch_transform_for
 from birdvision.fit import main
+from birdvision.spec import from_dict as spec_from_dict
 
 
 @pytest.fixture(scope="module")
 def calls_run(tmp_path_factory) -> Path:
-    from birdvision.data.demo_calls import make_demo_calls
+    from birdvision.data.audio.demo import make_demo_calls
 
     root = make_demo_calls(tmp_path_factory.mktemp("calls"), n_species=3, recordings_per_species=5, seconds=4)
     out = tmp_path_factory.mktemp("runs")
@@ -41,7 +41,7 @@ def test_audio_checkpoint_runs_from_its_spec(calls_run: Path):
     meta = checkpoint_meta(calls_run / "checkpoints" / "last.ckpt")
     pre = meta["preprocess"]
     assert pre["kind"] == "audio" and pre["mel"]["n_mels"] == 64 and meta["in_chans"] == 1
-    frontend = batch_transform_for(pre)
+    frontend = spec_from_dict(pre).frontend()
     model = load_classifier(calls_run)
     wave = torch.randn(2, int(pre["sample_rate"] * pre["clip_seconds"])) * 0.1
     probs = model.predict_proba(frontend(wave))

@@ -26,8 +26,8 @@ from birdvision.artifacts import for_people, from_spreadsheet, spreadsheet_safe,
 from birdvision.checks.findings import read_findings
 from birdvision.data.datamodule import BirdDataModule
 from birdvision.data.files import file_problem, list_folder, outside_root, walk_files
-from birdvision.data.manifest import Sample, label_problem, read_manifest, write_manifest
-from birdvision.data.sources import DataSourceError, discover
+from birdvision.data.manifest import DataSourceError, Sample, label_problem, read_manifest, write_manifest
+from birdvision.data.sources import discover
 from birdvision.reports.metrics import csv_text, markdown_table
 from tests._bird_runs import make_run
 from tests.conftest import fit_args
@@ -490,7 +490,7 @@ def test_discover_reports_photos_outside_class_folders_and_why_nothing_is_usable
 
 
 def test_recording_species_folder_with_a_control_character_is_refused(tmp_path):
-    from birdvision.data.audio import AudioError, discover_recordings
+    from birdvision.data.audio.io import AudioError, discover_recordings
 
     (tmp_path / "calls" / "WR\rEN").mkdir(parents=True)
     with pytest.raises(AudioError, match=r"species folder .*WR\\rEN.*U\+000D"):

@@ -12,7 +12,8 @@ from PIL import Image
 
 from birdvision.checkpoint import CheckpointError
 from birdvision.export import main as export_main
-from birdvision.inference import InferenceError, load
+from birdvision.prediction.api import InferenceError, load
+from birdvision.spec import from_dict as spec_from_dict
 from tests._bird_runs import make_run
 
 
@@ -112,7 +113,7 @@ def test_foreign_files(tmp_path):
 
 def test_audio_predictor_batch_both_engines(tmp_path):
     """Spectrogram models take float32 windows [B, T] on both engines (what birdvision.predict builds on)."""
-    from birdvision.data.mel import MelFrontend
+    from birdvision.data.audio.mel import MelFrontend
     from birdvision.exporting import graphs
     from birdvision.exporting.metadata import build_metadata, set_metadata
     from birdvision.module import BirdClassifier
@@ -124,7 +125,7 @@ def test_audio_predictor_batch_both_engines(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)},
                tmp_path / "checkpoints" / "best.ckpt")
-    net = graphs.export_net(model.net, graphs.net_input_shape(spec, 1), 17)
+    net = graphs.export_net(model.net, spec_from_dict(spec).net_input_shape(1), 17)
     full = graphs.compose(graphs.audio_pre_graph(spec, net, 17), net, graphs.post_graph(1.0, 2, net))
     set_metadata(full, build_metadata(dict(model.hparams), input_kind="waveform", precision="fp32"))
     graphs.save_model(full, tmp_path / "model.onnx")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from birdvision.data.mel import MelFrontend, SpecAugment, mel_filterbank
+from birdvision.data.audio.mel import MelFrontend, SpecAugment, mel_filterbank
 
 SR = 32000
 # Max abs difference to librosa in dB before normalisation. Measured ~3e-4 dB (float32 vs float64);
@@ -66,7 +66,7 @@ def test_other_parameters_match_librosa():
 
 @pytest.mark.realdata
 def test_log_mel_matches_librosa_on_real_recording(realdata):
-    from birdvision.data.audio import load
+    from birdvision.data.audio.io import load
 
     x = load(
         realdata / "audio" / "european_robin" / "european_robin_recording_1.mp3", SR, start_s=10.0, end_s=15.0

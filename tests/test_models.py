@@ -197,13 +197,14 @@ def test_lite_imagenet_head_sees_birds_in_real_photos(realdata):
 
     A wrong key mapping, normalisation or padding moves probability mass to other classes.
     """
-    from birdvision.data.images import ImageDataset, ImagePreprocess, eval_transform
     from birdvision.data.manifest import Sample
+    from birdvision.data.photos.transforms import ImageDataset, eval_transform
     from birdvision.models.factory import imagenet_model
+    from birdvision.spec import ImageSpec
 
     files = sorted((realdata / "photos" / "test").glob("*/*.jpg"))[::12] + sorted((realdata / "photos" / "valid").glob("*/*.jpg"))[::3]
     spec = get_spec("efficientnet_lite0")
-    pre = ImagePreprocess(spec.input_size, spec.mean, spec.std, spec.interpolation)
+    pre = ImageSpec(spec.input_size, spec.mean, spec.std, spec.interpolation)
     ds = ImageDataset([Sample(str(f), "bird") for f in files], {"bird": 0}, eval_transform(pre))
     x = torch.stack([ds[i][0] for i in range(len(ds))])
     with torch.no_grad():

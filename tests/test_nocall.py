@@ -12,15 +12,15 @@ import soundfile as sf
 
 from birdvision.checkpoint import checkpoint_meta
 from birdvision.config import FitConfig, load_config
-from birdvision.data.background import (
+from birdvision.data.audio.background import (
     BACKGROUND_CLASS,
     frame_levels,
     quiet_mask,
     relabel_quiet,
     synthetic_noise,
 )
+from birdvision.data.build import build_pipeline
 from birdvision.data.manifest import Sample, read_manifest
-from birdvision.data.pipeline import build_pipeline
 from birdvision.data.splits import assert_no_leakage
 from birdvision.export import main as export_main
 from birdvision.fit import main as fit_main
@@ -36,7 +36,7 @@ def rows_of(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory) -> Path:
-    from birdvision.data.demo_calls import make_demo_calls
+    from birdvision.data.audio.demo import make_demo_calls
 
     return make_demo_calls(tmp_path_factory.mktemp("calls"), n_species=2, recordings_per_species=8, seconds=6)
 
@@ -65,7 +65,7 @@ FAST = ["recipe=demo_calls", "model.backbone=test_tiny", "data.num_workers=0", "
 
 
 def test_pipeline_adds_a_nocall_class_in_every_split(calls, background_dir, tmp_path, monkeypatch):
-    import birdvision.data.background as B
+    import birdvision.data.audio.background as B
 
     monkeypatch.setattr(B, "SYNTHETIC_CACHE", tmp_path / "cache")  # this test's own, to count its files
     cfg = load_config(FitConfig, [*FAST, f"data.root={calls}", f"data.background={background_dir}"],
@@ -155,7 +155,7 @@ def test_trained_call_model_is_silent_on_noise_and_names_calls(nocall_run, noise
 
 def test_onnx_export_carries_the_thresholds_and_decides_the_same(nocall_run, noise_wav, tmp_path):
     from birdvision.exporting.metadata import read_metadata
-    from birdvision.inference import load
+    from birdvision.prediction.api import load
 
     out = tmp_path / "export"
     assert export_main([f"ckpt={nocall_run}", "format=onnx", f"output_dir={out}"]) == 0
@@ -185,7 +185,7 @@ def test_call_presence_gives_call_windows_rows_and_travels_with_the_model(nocall
     import shutil
 
     from birdvision.evaluate import evaluate_checkpoint
-    from birdvision.inference import load
+    from birdvision.prediction.api import load
 
     run = tmp_path / "run"
     shutil.copytree(nocall_run, run)

@@ -24,7 +24,7 @@ def run_dir(tmp_path_factory, demo_photos) -> Path:
 def test_fixed_size_photos_are_the_rounded_training_resize():
     import torch
 
-    from birdvision.data.images import resize_photo
+    from birdvision.data.photos.transforms import resize_photo
 
     pre = {"size": 24, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}
     photo = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)

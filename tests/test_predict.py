@@ -11,13 +11,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from birdvision.data import audio as A
-from birdvision.data.audio import load
+from birdvision.data.audio import io as A
+from birdvision.data.audio.io import load
+from birdvision.data.audio.mel import MelFrontend
 from birdvision.predict import main
 from birdvision.prediction.inputs import find_inputs
 from birdvision.prediction.options import PredictConfig
+from birdvision.prediction.outputs import log_path_for
 from birdvision.prediction.predictor import Predictor
-from birdvision.prediction.run import log_path_for, predict_files
+from birdvision.prediction.run import predict_files
 from birdvision.prediction.tables import RAVEN_COLUMNS, Row, merge_runs, raven_table, top_rows
 from birdvision.prediction.windows import StreamNotes, WindowGrid, stream_windows
 
@@ -35,7 +37,7 @@ def rows_of(path: Path) -> list[dict[str, str]]:
 
 
 def audio_preprocess(clip_seconds: float = 1.0, n_mels: int = 32) -> dict:
-    from birdvision.data.mel import MelFrontend
+    from birdvision.data.audio.mel import MelFrontend
 
     mel = MelFrontend(sample_rate=SR, n_fft=512, hop_length=256, n_mels=n_mels).spec()
     return {"kind": "audio", "sample_rate": SR, "clip_seconds": clip_seconds, "stereo": "mix", "highpass_hz": None,
@@ -59,7 +61,7 @@ def save_checkpoint(path: Path, classes: list[str], preprocess: dict, in_chans: 
 
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory) -> Path:
-    from birdvision.data.demo_calls import make_demo_calls
+    from birdvision.data.audio.demo import make_demo_calls
 
     return make_demo_calls(tmp_path_factory.mktemp("calls"), n_species=3, recordings_per_species=2, seconds=3.5)
 
@@ -77,7 +79,9 @@ class FakePredictor(Predictor):
 
     def __init__(self, sample_rate: int, clip_seconds: float) -> None:
         super().__init__(source=Path("fake"), classes=["a", "b"], temperature=1.0,
-                         preprocess={"kind": "audio", "sample_rate": sample_rate, "clip_seconds": clip_seconds})
+                         preprocess={"kind": "audio", "sample_rate": sample_rate, "clip_seconds": clip_seconds,
+                                     "mel": MelFrontend(sample_rate=sample_rate, n_fft=256, hop_length=128, n_mels=16,
+                                                        f_max_hz=sample_rate / 2).spec()})
         self.batches: list[int] = []
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
@@ -264,10 +268,10 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys, calls, audio_ckpt, a
 
 
 def test_photos_top_k_and_unreadable_listed(tmp_path, demo_photos):
-    from birdvision.data.images import ImagePreprocess
+    from birdvision.spec import ImageSpec
 
     classes = sorted(p.name for p in (demo_photos / "train").iterdir() if p.is_dir())
-    pre = ImagePreprocess(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)).spec()
+    pre = ImageSpec(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)).to_dict()
     ck = save_checkpoint(tmp_path / "photo.ckpt", classes, pre, 3)
     d = tmp_path / "photos"
     d.mkdir()

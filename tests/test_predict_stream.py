@@ -18,7 +18,8 @@ import pytest
 import soundfile as sf
 
 from birdvision.predict import main
-from birdvision.prediction.stream import PcmNotes, PcmSpec, pcm_format, read_pcm, stream_windows_pcm
+from birdvision.prediction.options import pcm_format
+from birdvision.prediction.stream import PcmNotes, PcmSpec, read_pcm, stream_windows_pcm
 from birdvision.prediction.windows import StreamNotes, WindowGrid, stream_windows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +52,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
     """A tiny call model (16 kHz, 1 s windows, 300 Hz high-pass) as a checkpoint and as an ONNX export."""
     import torch
 
+    from birdvision.data.audio.mel import MelFrontend
     from birdvision.data.manifest import Sample, write_manifest
-    from birdvision.data.mel import MelFrontend
     from birdvision.export import main as export_main
     from birdvision.module import BirdClassifier
 
@@ -450,7 +451,7 @@ def test_real_recording_streams_like_its_file_within_one_window_of_latency(reald
     """60 s of a real 48 kHz recording piped at real time as s16le: the file's rows, each row out within one window."""
     import torch
 
-    from birdvision.data.mel import MelFrontend
+    from birdvision.data.audio.mel import MelFrontend
     from birdvision.module import BirdClassifier
 
     rec = realdata / "audio" / "himalayan_bulbul" / "himalayan_bulbul_recording_2.mp3"

@@ -115,7 +115,7 @@ def test_training_batches_from_shards_mix_every_class(tmp_path: Path):
     from PIL import Image
 
     from birdvision.data.manifest import Sample
-    from birdvision.data.shards import ShardDataset, shard_loader, write_shards
+    from birdvision.data.photos.shards import ShardDataset, shard_loader, write_shards
 
     samples = []
     for c in range(4):

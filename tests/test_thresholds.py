@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from birdvision.data.ood import KINDS, ood_image, ood_images
+from birdvision.data.photos.ood import KINDS, ood_image, ood_images
 from birdvision.reports.thresholds import (
     abstention_table,
     auroc,

@@ -3,9 +3,9 @@
 import torch
 
 from birdvision.config import FitConfig, load_config
+from birdvision.data.build import build_pipeline
 from birdvision.data.datamodule import BirdDataModule
 from birdvision.data.manifest import manifest_digest
-from birdvision.data.pipeline import build_pipeline
 from birdvision.fit import build_module, build_trainer
 from birdvision.fit import main as fit_main
 from birdvision.tune import find_lr

@@ -144,7 +144,7 @@ def test_page_classifies_photos_like_predict(tmp_path, demo_photos):
     tools = browser_tools()
     from birdvision import load
     from birdvision.checkpoint import update_hparams
-    from birdvision.data.image_io import load_rgb
+    from birdvision.data.photos.decode import load_rgb
     from birdvision.export import main as export_main
     from tests._bird_runs import make_run
 
@@ -290,7 +290,7 @@ def test_page_on_real_photos_agrees_with_predict(realdata, tmp_path):
         for s, r in zip(samples, out["results"], strict=True):  # the page answers in the order it was given
             assert r["file"] == s.path.name and "error" not in r, r
             w.writerow([str(s.path), r["top1"], f"{r['top1_probability']:.6f}"])
-    from birdvision.data.image_io import load_rgb
+    from birdvision.data.photos.decode import load_rgb
 
     same = sum(r["pixels_fnv1a"] == fnv1a(np.asarray(load_rgb(s.path))) for s, r in zip(samples, out["results"],
                                                                                          strict=True))

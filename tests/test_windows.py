@@ -15,12 +15,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from birdvision.config import AudioAugmentConfig
-from birdvision.data.audio import discover_recordings, load
-from birdvision.data.audio_augment import WaveAugment
-from birdvision.data.demo_calls import make_demo_calls
+from birdvision.data.audio.augment import WaveAugment
+from birdvision.data.audio.demo import make_demo_calls
+from birdvision.data.audio.io import discover_recordings, load
+from birdvision.data.audio.windows import AudioWindowDataset, make_windows, window_starts
 from birdvision.data.manifest import Sample
 from birdvision.data.splits import assert_no_leakage, grouped_split
-from birdvision.data.windows import AudioWindowDataset, make_windows, window_starts
 
 SR = 32000
 

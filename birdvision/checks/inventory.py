@@ -17,7 +17,8 @@ from pathlib import Path
 
 from birdvision.checks.policy import AuditError
 from birdvision.data.files import Listing, file_problem, list_folder, outside_root, walk_files
-from birdvision.data.sources import DataSourceError, check_label, read_birds_csv, split_folders
+from birdvision.data.manifest import DataSourceError
+from birdvision.data.sources import check_label, read_birds_csv, split_folders
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 

@@ -30,7 +30,7 @@ from birdvision.checks.quality import property_findings, score_properties
 from birdvision.checks.report import render_report
 from birdvision.checks.scan import ScanSettings, ScanStats, scan_all
 from birdvision.data.manifest import SPLITS, Sample, write_manifest
-from birdvision.data.splits import grouped_split
+from birdvision.data.splits import assign_splits
 
 log = logging.getLogger("birdvision.audit")
 
@@ -88,14 +88,10 @@ def _split_samples(samples: list[Sample], cfg: Any, inv: Inventory) -> str:
         raise AuditError(f"data.split={mode!r}: expected auto (keep the data's splits) or regroup")
     if mode == "regroup" or not inv.has_splits:
         try:
-            grouped_split(
-                samples,
-                valid_fraction=cfg.data.valid_fraction,
-                test_fraction=cfg.data.test_fraction,
-                seed=cfg.data.seed,
-            )
+            assign_splits(samples, valid_fraction=cfg.data.valid_fraction, test_fraction=cfg.data.test_fraction,
+                          seed=cfg.data.seed, regroup=True, where=str(inv.root))
         except ValueError as e:
-            raise AuditError(f"data.valid_fraction/test_fraction: {e}") from None
+            raise AuditError(str(e)) from None
         return f"grouped split (duplicate clusters kept whole, seed={cfg.data.seed})"
     return "the data's own splits"
 

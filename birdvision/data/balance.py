@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-from birdvision.data.sources import DataSourceError
+from birdvision.data.manifest import DataSourceError
 
 BALANCE_MODES = ("none", "sampler", "loss")
 

@@ -42,7 +42,7 @@ class BirdDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.datasets[split]
         if getattr(ds, "streamed", False):  # shards: LitData's loader, whose position checkpoints keep
-            from birdvision.data.shards import shard_loader
+            from birdvision.data.photos.shards import shard_loader
 
             loader = shard_loader(ds, batch_size=self.batch_size if train else self.eval_batch_size,
                                   num_workers=self.num_workers, drop_last=train and len(ds) > self.batch_size)

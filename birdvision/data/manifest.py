@@ -32,6 +32,10 @@ COLUMNS = ("path", "label", "split", "group", "sha256", "status", "start_s", "en
 REQUIRED = ("path", "label")
 
 
+class DataSourceError(ValueError):
+    """The data folder or manifest cannot be used as given (raised anywhere at the data edge)."""
+
+
 class ManifestError(ValueError):
     """A manifest that cannot be read or does not make sense."""
 

@@ -19,15 +19,10 @@ from pathlib import Path
 
 from birdvision.artifacts import open_text
 from birdvision.data.files import file_problem, list_folder, outside_root, walk_files
-from birdvision.data.images import IMAGE_SUFFIXES
-from birdvision.data.manifest import SPLITS, ManifestError, Sample, label_problem, read_manifest
-from birdvision.data.splits import grouped_split
+from birdvision.data.manifest import SPLITS, DataSourceError, ManifestError, Sample, label_problem, read_manifest
+from birdvision.data.photos.decode import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
-
-
-class DataSourceError(ValueError):
-    """The data folder or manifest cannot be used as given."""
 
 
 @dataclass
@@ -163,12 +158,12 @@ def discover(
     root: str | Path,
     *,
     suffixes: set[str] | None = None,
-    valid_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    seed: int = 0,
     allow_outside_root: bool = False,
 ) -> Discovery:
-    """Samples under ``root``: BIRDS-525 (``birds.csv``), split folders, or one class-folder tree."""
+    """Samples under ``root``: BIRDS-525 (``birds.csv``), split folders, or one class-folder tree.
+
+    A class-folder tree has no splits: its samples come back with ``split=""`` for
+    :func:`birdvision.data.splits.assign_splits` to deal."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataSourceError(f"data.root {root} does not exist or is not a folder")
@@ -184,9 +179,7 @@ def discover(
                 samples += _walk_classes(p, split, suffixes, skipped)
             d = Discovery(samples, skipped, f"{root} (split folders)")
         else:
-            samples = _walk_classes(root, "", suffixes, skipped)
-            grouped_split(samples, valid_fraction=valid_fraction, test_fraction=test_fraction, seed=seed)
-            d = Discovery(samples, skipped, f"{root} (class folders, grouped split seed={seed})")
+            d = Discovery(_walk_classes(root, "", suffixes, skipped), skipped, f"{root} (class folders)")
     if not d.samples:
         raise DataSourceError(f"no usable files found under {root}{_why_none(d.skipped)}")
     return d
@@ -217,9 +210,8 @@ def manifest_root(manifest: str | Path, data_root: str | None) -> Path:
     return folder
 
 
-def from_manifest(path: str | Path, *, valid_fraction: float, test_fraction: float, seed: int,
-                  root: Path | None = None) -> Discovery:
-    """Samples from a manifest CSV; rows without a split are split here, grouped.
+def from_manifest(path: str | Path, *, root: Path | None = None) -> Discovery:
+    """Samples from a manifest CSV (rows without a split keep ``split=""``).
 
     With ``root``, rows whose file is outside it (symlinks and ``..`` resolved) are left out
     unread; ``root=None`` trusts every row (manifests birdvision wrote into a run folder).
@@ -240,21 +232,4 @@ def from_manifest(path: str | Path, *, valid_fraction: float, test_fraction: flo
             )
         dropped += [(p, f"listed in {path}, {why}") for p, why in outside.items()]
         active = [s for s in active if s.path not in outside]
-    if any(not s.split for s in active):
-        if any(s.split for s in active):
-            raise DataSourceError(f"{path}: some rows have a split and some do not; give all or none")
-        grouped_split(active, valid_fraction=valid_fraction, test_fraction=test_fraction, seed=seed)
     return Discovery(active, dropped, f"{path} (manifest)")
-
-
-def check_splits(samples: list[Sample]) -> list[str]:
-    """Problems that make training meaningless (missing splits, classes absent from train)."""
-    problems = []
-    by_split = {s: {x.label for x in samples if x.split == s} for s in SPLITS}
-    for s in ("train", "valid"):
-        if not by_split[s]:
-            problems.append(f"the {s} split is empty")
-    missing = sorted((by_split["valid"] | by_split["test"]) - by_split["train"])
-    if missing:
-        problems.append(f"{len(missing)} class(es) appear in valid/test but not in train: {missing[:5]}")
-    return problems

@@ -1,11 +1,15 @@
-"""Grouped, stratified splitting: every group (a recording, a duplicate cluster) lands in one split."""
+"""The one place that splits: grouped and stratified, so every group (a recording, a duplicate cluster) lands
+in one split, and the one place that checks splits (leakage, missing splits, classes absent from train).
+
+Discovery (:mod:`birdvision.data.sources`, :mod:`birdvision.data.audio.pipeline`) only reads the splits a
+data set already has; :func:`assign_splits` deals the rest, for training, the audit and shards alike."""
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
 
-from birdvision.data.manifest import Sample
+from birdvision.data.manifest import SPLITS, DataSourceError, Sample
 
 
 class LeakageError(AssertionError):
@@ -76,3 +80,54 @@ def assert_no_leakage(samples: list[Sample]) -> None:
                 f"group {g!r} appears in splits {seen[g]!r} and {s.split!r}: pieces of one "
                 "source on both sides of a split would inflate the metrics"
             )
+
+
+def join_copies(samples: list[Sample]) -> None:
+    """Put byte-identical files (equal ``sha256``) in one group, in place: a renamed copy joins its original."""
+    first_of: dict[str, str] = {}
+    for s in samples:
+        if s.sha256:
+            s.group = first_of.setdefault(s.sha256, s.group or s.path)
+
+
+def assign_splits(samples: list[Sample], *, valid_fraction: float, test_fraction: float, seed: int,
+                  where: str = "", regroup: bool = False) -> str:
+    """Give every sample without a split one, grouped (copies joined first); with ``regroup`` re-deal them all.
+
+    Returns what was done, for the data's origin line ("" when the data brought its own splits).
+    Samples that mix rows with and without a split are refused: dealing only some would let a
+    group sit on both sides.
+    """
+    unsplit = [s for s in samples if not s.split]
+    if not regroup and not unsplit:
+        return ""
+    if not regroup and len(unsplit) != len(samples):
+        raise DataSourceError(f"{where or 'the data'}: some samples have a split and some do not; give all or none")
+    join_copies(samples)
+    try:
+        grouped_split(samples, valid_fraction=valid_fraction, test_fraction=test_fraction, seed=seed)
+    except ValueError as e:
+        raise DataSourceError(f"data.valid_fraction/test_fraction: {e}") from None
+    return f"grouped split seed={seed}"
+
+
+def split_problems(samples: list[Sample]) -> list[str]:
+    """Problems that make training meaningless (missing splits, classes absent from train)."""
+    problems = []
+    by_split = {s: {x.label for x in samples if x.split == s} for s in SPLITS}
+    for s in ("train", "valid"):
+        if not by_split[s]:
+            problems.append(f"the {s} split is empty")
+    missing = sorted((by_split["valid"] | by_split["test"]) - by_split["train"])
+    if missing:
+        problems.append(f"{len(missing)} class(es) appear in valid/test but not in train: {missing[:5]}")
+    return problems
+
+
+def check_splits(samples: list[Sample], origin: str) -> None:
+    """Raise when a group leaks across splits (:class:`LeakageError`) or the splits cannot train a model
+    (:class:`DataSourceError`, every problem in one line)."""
+    assert_no_leakage(samples)
+    problems = split_problems(samples)
+    if problems:
+        raise DataSourceError(f"{origin}: " + "; ".join(problems))

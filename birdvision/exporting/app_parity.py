@@ -4,7 +4,7 @@ The parity gate (:mod:`birdvision.exporting.parity`) proves the file equals the 
 birdvision's own decoded pixels. An app decodes with its platform's library and may resize
 with its own filter; this check measures what that costs. For every photo it runs
 ``model.onnx`` on each platform's pixels and compares the top-1 with birdvision's answer
-(:func:`birdvision.inference.load`, the engine of ``python -m birdvision.predict``), and
+(:func:`birdvision.prediction.api.load`, the engine of ``python -m birdvision.predict``), and
 reports each platform's accuracy beside birdvision's.
 
 Platforms (:data:`PLATFORMS`; :func:`register_platform` adds one):
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from birdvision.data.image_io import IMAGE_SUFFIXES, ImageLoadError
+from birdvision.data.photos.decode import IMAGE_SUFFIXES, ImageLoadError
 from birdvision.exporting import ExportError
 from birdvision.exporting.options import AppParityConfig
 
@@ -196,7 +196,7 @@ def app_parity(model_path: str | Path, samples: list[AppSample], *, platforms: s
                origin: str = "") -> dict[str, Any]:
     """Run ``model_path`` on each platform's pixels of ``samples``; the report :data:`REPORT` holds."""
     from birdvision.exporting.runtime import make_session
-    from birdvision.prediction.predictor import load
+    from birdvision.prediction.api import load
 
     model_path = Path(model_path)
     predictor = load(model_path, threads=threads)

@@ -25,43 +25,13 @@ from torch import nn
 
 from birdvision.artifacts import atomic_path
 from birdvision.exporting import ExportError
+from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger(__name__)
 
 NET_INPUT, NET_OUTPUT = "input", "logits"
 PROBS = "probabilities"
 IMAGE_INPUT, WAVEFORM_INPUT = "image", "waveform"
-
-
-def is_audio(preprocess: dict[str, Any]) -> bool:
-    """Whether a preprocessing spec describes a spectrogram (waveform-in) model."""
-    return preprocess.get("kind") == "audio"
-
-
-def clip_samples(preprocess: dict[str, Any]) -> int:
-    """Samples per waveform window of an audio spec."""
-    return int(round(float(preprocess["clip_seconds"]) * int(preprocess["sample_rate"])))
-
-
-def mel_frontend(preprocess: dict[str, Any]) -> nn.Module:
-    """The checkpoint's mel frontend, rebuilt from its spec (eval mode, CPU)."""
-    from birdvision.data.pipeline import batch_transform_for
-
-    fe = batch_transform_for(preprocess)
-    if fe is None:
-        raise ExportError("an audio preprocessing spec without a mel frontend")
-    return fe.eval()
-
-
-def net_input_shape(preprocess: dict[str, Any], in_chans: int) -> tuple[int, int, int]:
-    """(C, H, W) the bare network takes for this spec."""
-    if is_audio(preprocess):
-        fe = mel_frontend(preprocess)
-        with torch.no_grad():
-            out = fe(torch.zeros(1, clip_samples(preprocess)))
-        return tuple(int(d) for d in out.shape[1:])  # type: ignore[return-value]
-    size = int(preprocess["size"])
-    return (in_chans, size, size)
 
 
 def export_module(module: nn.Module, example: torch.Tensor, *, input_name: str, output_name: str,
@@ -255,7 +225,7 @@ def _like(ref: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
     return m
 
 
-# ONNX Resize arguments reproducing birdvision.data.images.resize_photo (F.interpolate, antialias=True,
+# ONNX Resize arguments reproducing birdvision.data.photos.transforms.resize_photo (F.interpolate, antialias=True,
 # align_corners=False) per interpolation: Pillow-style antialiasing drops the taps outside the image and
 # renormalises (exclude_outside=1; without it ONNX Runtime's linear antialias is 14 grey levels off at the
 # borders of a 1000 x 640 photo); torch's antialiased bicubic uses Keys' a = -0.5 (ONNX's default is -0.75).
@@ -270,12 +240,12 @@ RESIZE_OPSET = 18  # Resize's antialias and axes attributes
 def image_pre_graph(preprocess: dict[str, Any], ref: onnx.ModelProto, opset: int = RESIZE_OPSET) -> onnx.ModelProto:
     """``image uint8 [B, H, W, 3]`` of any H, W -> normalised ``input float32 [B, 3, size, size]``.
 
-    Cast to float, the antialiased squash resize of :func:`birdvision.data.images.resize_photo` (in NHWC:
+    Cast to float, the antialiased squash resize of :func:`birdvision.data.photos.transforms.resize_photo` (in NHWC:
     half the time of resizing after the transpose on a 12 Mpx photo, same numbers), NHWC -> NCHW, then
     (x / 255 - mean) / std folded into one multiply and one add per channel. A photo already at the model's
     size passes the Resize unchanged. Needs opset 18 (``antialias``); :func:`compose` lifts the network to it.
     """
-    from birdvision.data.images import resize_mode
+    from birdvision.data.photos.transforms import resize_mode
 
     size = int(preprocess["size"])
     interp = str(preprocess.get("interpolation", "bilinear")).lower()
@@ -310,8 +280,8 @@ def image_pre_graph(preprocess: dict[str, Any], ref: onnx.ModelProto, opset: int
 
 def audio_pre_graph(preprocess: dict[str, Any], ref: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     """``waveform float32 [B, T]`` -> log-mel ``input`` via the checkpoint's own MelFrontend."""
-    fe = mel_frontend(preprocess)
-    m = export_module(fe, torch.zeros(2, clip_samples(preprocess)), input_name=WAVEFORM_INPUT,
+    spec = spec_from_dict(preprocess)
+    m = export_module(spec.frontend(), torch.zeros(2, spec.clip_samples), input_name=WAVEFORM_INPUT,
                       output_name=NET_INPUT, opset=opset)
     _prefix(m, "pre_", keep={WAVEFORM_INPUT, NET_INPUT})
     m.ir_version = ref.ir_version

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from birdvision import __version__
 from birdvision.artifacts import sha256_file
 from birdvision.checkpoint import CheckpointError, check_meta
+from birdvision.spec import from_dict as spec_from_dict
 
 if TYPE_CHECKING:  # the predict path reads metadata through ONNX Runtime and never imports onnx (1.5 s)
     import onnx
@@ -126,9 +127,9 @@ def check_export(session: Any, meta: dict[str, Any], source: str | Path) -> None
     kind = meta["input_kind"]
     if kind not in INPUT_KINDS:
         raise CheckpointError(f"{source}: metadata input_kind={kind!r} (expected one of {', '.join(INPUT_KINDS)})")
-    if (kind in ("waveform", "mel")) != (meta["preprocess"].get("kind") == "audio"):
-        raise CheckpointError(f"{source}: input_kind={kind!r} does not fit a {meta['preprocess'].get('kind', 'image')} "
-                              "preprocessing spec")
+    spec = spec_from_dict(meta["preprocess"])
+    if (kind in ("waveform", "mel")) != spec.is_audio:
+        raise CheckpointError(f"{source}: input_kind={kind!r} does not fit a {spec.kind} preprocessing spec")
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or not outputs:
         raise CheckpointError(f"{source}: the graph has {len(inputs)} inputs and {len(outputs)} outputs "
@@ -204,7 +205,7 @@ def input_card(kind: str, pre: dict[str, Any]) -> dict[str, Any]:
         return {"name": "input", "dtype": "float32", "layout": "NCHW", "channel_order": "RGB",
                 "shape": ["batch", 3, s, s], "dynamic_axes": ["batch"],
                 "note": "resized and normalised by the app (the preprocessing steps, all of them)"}
-    n = int(round(float(pre["clip_seconds"]) * int(pre["sample_rate"])))
+    n = spec_from_dict(pre).clip_samples  # type: ignore[union-attr]
     if kind == "waveform":
         return {"name": "waveform", "dtype": "float32", "layout": "NT", "shape": ["batch", n], "dynamic_axes": ["batch"],
                 "note": f"mono windows of {n} samples at {pre['sample_rate']} Hz, float in [-1, 1]"}
@@ -215,7 +216,7 @@ def input_card(kind: str, pre: dict[str, Any]) -> dict[str, Any]:
 
 
 def _photo_steps(kind: str, pre: dict[str, Any]) -> dict[str, Any]:
-    from birdvision.data.image_io import DECODE_STEPS
+    from birdvision.data.photos.decode import DECODE_STEPS
 
     s = int(pre["size"])
     interp = str(pre.get("interpolation", "bilinear"))
@@ -282,7 +283,7 @@ def model_card(meta: dict[str, str]) -> dict[str, Any]:
     pre = json.loads(meta["preprocess"]) if isinstance(meta["preprocess"], str) else dict(meta["preprocess"])
     kind = str(meta["input_kind"])
     temperature = float(meta.get("temperature", 1.0))
-    audio = pre.get("kind") == "audio"
+    audio = spec_from_dict(pre).is_audio
     return {
         "format": MODEL_JSON_FORMAT,
         "labels": classes,

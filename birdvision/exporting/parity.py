@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from birdvision.artifacts import write_json
-from birdvision.data.image_io import batches_by_size
+from birdvision.data.photos.decode import batches_by_size
 from birdvision.exporting import ParityError
-from birdvision.exporting.graphs import is_audio, mel_frontend
+from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,11 @@ class Reference:
 def net_inputs_of(raw: np.ndarray | list[np.ndarray], preprocess: dict[str, Any], batch_size: int = 32) -> np.ndarray:
     """What the bare network eats: resized and normalised NCHW photos, or the mel frontend's output.
 
-    Photos go through :func:`birdvision.data.images.photo_tensor`, the evaluation transform itself
+    Photos go through :func:`birdvision.data.photos.transforms.photo_tensor`, the evaluation transform itself
     (antialiased float resize of the full decode, then ``(x / 255 - mean) / std``).
     """
-    if is_audio(preprocess):
-        fe = mel_frontend(preprocess)
-        with torch.no_grad():
-            return np.concatenate([fe(torch.from_numpy(raw[i : i + batch_size])).numpy()
-                                   for i in range(0, len(raw), batch_size)])
-    from birdvision.data.images import photo_tensor
-
-    return np.concatenate([photo_tensor(raw[i : i + batch_size], preprocess).numpy()
-                           for i in range(0, len(raw), batch_size)])
+    spec = spec_from_dict(preprocess)
+    return np.concatenate([spec.network_input(raw[i : i + batch_size]).numpy() for i in range(0, len(raw), batch_size)])
 
 
 def torch_probs(model: torch.nn.Module, net_inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:

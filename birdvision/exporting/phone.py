@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from birdvision.exporting import ExportError
-from birdvision.exporting.graphs import is_audio, mel_frontend, net_input_shape, static_same_padding
+from birdvision.exporting.graphs import static_same_padding
+from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,10 @@ class AppModule(nn.Module):
 
     def __init__(self, net: nn.Module, preprocess: dict[str, Any], temperature: float, in_chans: int = 3) -> None:
         super().__init__()
-        self.audio = is_audio(preprocess)
-        shape = net_input_shape(preprocess, in_chans)
-        self.net = static_same_padding(net, shape).eval()
-        self.frontend = mel_frontend(preprocess) if self.audio else None
+        spec = spec_from_dict(preprocess)
+        self.audio = spec.is_audio
+        self.net = static_same_padding(net, spec.net_input_shape(in_chans)).eval()
+        self.frontend = spec.frontend()
         std = torch.tensor(preprocess.get("std", [1.0] * 3), dtype=torch.float64)
         mean = torch.tensor(preprocess.get("mean", [0.0] * 3), dtype=torch.float64)
         self.register_buffer("scale", (1.0 / (255.0 * std)).float().view(1, 3, 1, 1))
@@ -88,17 +89,16 @@ class AppModule(nn.Module):
 
 
 def example_input(preprocess: dict[str, Any]) -> torch.Tensor:
-    if is_audio(preprocess):
-        from birdvision.exporting.graphs import clip_samples
-
-        return torch.zeros(1, clip_samples(preprocess))
-    s = int(preprocess["size"])
+    spec = spec_from_dict(preprocess)
+    if spec.is_audio:
+        return torch.zeros(1, spec.clip_samples)
+    s = spec.size
     return torch.zeros(1, s, s, 3, dtype=torch.uint8)
 
 
 def fixed_size_photos(photos: list[np.ndarray], preprocess: dict[str, Any]) -> np.ndarray:
     """Decoded photos squashed to the model's size by birdvision's resize, rounded to ``uint8 [N, size, size, 3]``."""
-    from birdvision.data.images import resize_photo
+    from birdvision.data.photos.transforms import resize_photo
 
     s, interp = int(preprocess["size"]), str(preprocess.get("interpolation", "bilinear"))
     out = []

@@ -28,6 +28,7 @@ from birdvision.exporting.runtime import make_session
 from birdvision.exporting.samples import input_set, run_dir_of
 from birdvision.models import get_spec
 from birdvision.runs import find_checkpoint
+from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     meta = checkpoint_meta(ckpt)
     model = load_classifier(ckpt)
     pre_spec = dict(meta["preprocess"])
-    audio = graphs.is_audio(pre_spec)
+    spec = spec_from_dict(pre_spec)
+    audio = spec.is_audio
     out.mkdir(parents=True, exist_ok=True)
     res = ExportResult(out)
     t0 = time.perf_counter()
@@ -90,7 +92,7 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     log.info("parity set: %d samples from %s", len(pin), pin.origin)
     thresholds = Thresholds(p.fp32_min_top1_agreement, p.fp32_max_abs_diff, p.max_acc_drop)
 
-    shape = graphs.net_input_shape(pre_spec, int(meta.get("in_chans", 3)))
+    shape = spec.net_input_shape(int(meta.get("in_chans", 3)))
     net = graphs.export_net(model.net, shape, cfg.opset)
     post = graphs.post_graph(float(meta.get("temperature", 1.0)), len(meta["classes"]), net)
     pre = None
@@ -172,7 +174,7 @@ def _phone(res: ExportResult, formats: list[str], cfg: Any, meta: dict[str, Any]
     from birdvision.exporting import phone
 
     pre = dict(meta["preprocess"])
-    audio = graphs.is_audio(pre)
+    audio = spec_from_dict(pre).is_audio
     build = []
     for fmt in formats:
         if why := phone.missing(fmt):
@@ -291,7 +293,7 @@ def _tensorrt(res: ExportResult, cfg: Any, meta: dict[str, Any], net, post, cali
     from birdvision.exporting.variants import quantize_int8
 
     out = res.output_dir
-    kind = "mel" if graphs.is_audio(dict(meta["preprocess"])) else "float_nchw"
+    kind = "mel" if spec_from_dict(meta["preprocess"]).is_audio else "float_nchw"
 
     def save(name: str, proto, precision: str) -> Path:
         return graphs.save_model(set_metadata(proto, build_metadata(meta, input_kind=kind, precision=precision)),

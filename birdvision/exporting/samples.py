@@ -1,6 +1,6 @@
 """Real inputs for the parity gate and INT8 calibration, decoded once and shared by both engines.
 
-Every photo is decoded once, in full (:func:`~birdvision.data.image_io.load_rgb`), to a
+Every photo is decoded once, in full (:func:`~birdvision.data.photos.decode.load_rgb`), to a
 ``uint8 [H, W, 3]`` array at its own size. PyTorch resizes and normalises that array with
 the evaluation transform, and ONNX Runtime gets the same array (the graph resizes and
 normalises: so the gate also proves the in-graph resize equals the training one) or
@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from birdvision.data.image_io import IMAGE_SUFFIXES, ImageLoadError, as_rgb_array, load_rgb
 from birdvision.data.manifest import ManifestError, Sample, read_manifest
+from birdvision.data.photos.decode import IMAGE_SUFFIXES, ImageLoadError, as_rgb_array, load_rgb
 from birdvision.exporting import ExportError
 from birdvision.runs import CHECKPOINTS
+from birdvision.spec import AudioSpec
+from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +99,10 @@ def spread(samples: list[Sample], n: int) -> list[Sample]:
 def load_inputs(samples: list[Sample], classes: list[str], preprocess: dict[str, Any], origin: str) -> InputSet:
     """Decode samples into model inputs; unreadable photos are skipped with a warning."""
     idx = {c: i for i, c in enumerate(classes)}
-    if preprocess.get("kind") == "audio":
-        return _load_audio(samples, classes, preprocess, origin)
-    cap = MAX_SIDE_FACTOR * int(preprocess["size"])
+    spec = spec_from_dict(preprocess)
+    if spec.is_audio:
+        return _load_audio(samples, classes, spec, origin)
+    cap = MAX_SIDE_FACTOR * spec.size
     arrays, labels, paths = [], [], []
     for s in samples:
         try:
@@ -116,14 +119,12 @@ def load_inputs(samples: list[Sample], classes: list[str], preprocess: dict[str,
     return InputSet(arrays, np.asarray(labels, dtype=np.int64), paths, origin)
 
 
-def _load_audio(samples: list[Sample], classes: list[str], preprocess: dict[str, Any], origin: str) -> InputSet:
+def _load_audio(samples: list[Sample], classes: list[str], spec: AudioSpec, origin: str) -> InputSet:
     """Waveform windows through the project's own evaluation dataset (same windowing as training)."""
-    from birdvision.data.pipeline import eval_dataset
-
     known = [s for s in samples if s.label in classes]
     if not known:
         raise ExportError(f"no samples in {origin} carry one of the model's classes")
-    ds = eval_dataset(known, classes, preprocess)
+    ds = spec.eval_dataset(known, classes)
     xs, ys = [], []
     for i in range(len(ds)):
         x, y = ds[i]

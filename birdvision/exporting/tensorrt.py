@@ -24,6 +24,7 @@ import numpy as np
 
 from birdvision.artifacts import atomic_path, write_text
 from birdvision.exporting.graphs import NET_INPUT
+from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +166,11 @@ def _calibrator(trt, batches: list[Path], cache: Path):
 
 def input_note(preprocess: dict) -> str:
     """How to make the engine's input from a photo or a waveform window, for the script's header."""
-    if preprocess.get("kind") == "audio":
-        return (f"log-mel of {preprocess.get('clip_seconds')} s at {preprocess.get('sample_rate')} Hz "
-                "(mel spec in model.onnx metadata)")
-    return (f"RGB resized ({preprocess.get('interpolation')}) to {preprocess.get('size')} px, x/255, "
-            f"minus mean {preprocess.get('mean')}, divided by std {preprocess.get('std')}")
+    spec = spec_from_dict(preprocess)
+    if spec.is_audio:
+        return f"log-mel of {spec.clip_seconds} s at {spec.sample_rate} Hz (mel spec in model.onnx metadata)"
+    return (f"RGB resized ({spec.interpolation}) to {spec.size} px, x/255, "
+            f"minus mean {list(spec.mean)}, divided by std {list(spec.std)}")
 
 
 def write_script(out_dir: Path, shape: tuple[int, int, int], max_batch: int, backbone: str, reason: str,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from birdvision.data.audio import NON_AUDIO_SUFFIXES
+from birdvision.data.audio.io import NON_AUDIO_SUFFIXES
 from birdvision.data.files import walk_files
 from birdvision.prediction import PredictError
 

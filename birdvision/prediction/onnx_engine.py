@@ -1,7 +1,7 @@
 """Exported models on ONNX Runtime, without PyTorch: the engine ``predict`` uses for ``.onnx`` / ``.ort`` files.
 
 Imports onnxruntime, numpy, Pillow and soundfile only (decoding helpers come from
-:mod:`birdvision.data.image_io` and :mod:`birdvision.data.audio`), so a predict run from an
+:mod:`birdvision.data.photos.decode` and :mod:`birdvision.data.audio.io`), so a predict run from an
 exported model starts in well under a second: ``tests/test_archive_predict.py`` checks
 that neither torch nor lightning is loaded. Inputs are exactly what the parity gate fed
 the file: decoded uint8 photos at their own size (the graph resizes and normalises;
@@ -13,7 +13,6 @@ outside the graph, in PyTorch; :func:`load_export` hands those to
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ class OnnxPredictor(Predictor):
         return str(self.metadata.get("precision", "fp32"))
 
     def _forward(self, raw: np.ndarray | list[np.ndarray]) -> np.ndarray:
-        from birdvision.data.image_io import batches_by_size
+        from birdvision.data.photos.decode import batches_by_size
 
         n = len(raw)
         try:
@@ -53,19 +52,3 @@ class OnnxPredictor(Predictor):
             raise CheckpointError(f"{self.source}: the model returned shape {out.shape} for {n} inputs, "
                                   f"but its metadata lists {len(self.classes)} classes")
         return out
-
-
-def load_export(path: str | Path, *, threads: int = 0, providers: list[str] | None = None,
-                spinning: bool = True) -> Predictor:
-    """A predictor for an exported ``.onnx`` / ``.ort`` file; one :class:`CheckpointError` for a bad file."""
-    from birdvision.exporting.runtime import open_export
-
-    p = Path(path).expanduser()
-    session, meta = open_export(p, threads=threads, providers=providers, spinning=spinning)
-    kw = dict(source=p, classes=meta["classes"], preprocess=meta["preprocess"],
-              temperature=float(meta.get("temperature", 1.0)), metadata=meta)
-    if meta["input_kind"] in ("mel", "float_nchw"):
-        from birdvision.prediction.torch_engine import BareOnnxPredictor
-
-        return BareOnnxPredictor(session=session, input_kind=meta["input_kind"], **kw)
-    return OnnxPredictor(session=session, input_kind=meta["input_kind"], **kw)

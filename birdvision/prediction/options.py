@@ -9,6 +9,14 @@ from typing import Any
 from birdvision.prediction import PredictError
 from birdvision.prediction.mic import is_mic, is_stream
 
+PCM_FORMATS = {"s16le": 2, "s24_3le": 3, "s32le": 4, "f32le": 4}  # bytes per sample
+_ALIASES = {**{k.replace("_", ""): k for k in PCM_FORMATS}, "floatle": "f32le"}  # arecord: S16_LE, S24_3LE, FLOAT_LE
+
+
+def pcm_format(name: str) -> str | None:
+    """The canonical name of a PCM format (``S16_LE`` -> ``s16le``), or None when unsupported."""
+    return _ALIASES.get(str(name).strip().lower().replace("_", "").replace("-", ""))
+
 MAX_BATCH = 4096  # windows / photos per forward pass: the buffer is allocated up front
 MAX_BLOCK_SECONDS = 3600.0  # one decoded block is held in memory (an hour at 48 kHz is 0.7 GB of float32)
 MAX_THREADS = 1024
@@ -83,8 +91,6 @@ def check_options(cfg: Any) -> None:
     stream = getattr(cfg, "stream", None)
     live = is_mic(cfg.input)
     if is_stream(cfg.input) and stream is not None:
-        from birdvision.prediction.stream import PCM_FORMATS, pcm_format
-
         if stream.sample_rate is None and not live:  # a sound device has a default rate
             raise PredictError("input=- needs stream.sample_rate= (raw PCM has no header), "
                                "e.g. stream.sample_rate=48000 for arecord -r 48000")

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from birdvision.prediction.tables import DEFAULT_MIN_CONFIDENCE, threshold_values, top_rows
+from birdvision.spec import from_dict as spec_from_dict
 
 EXPORT_SUFFIXES = (".onnx", ".ort")
 UNKNOWN = "unknown"  # the answer for a photo the model abstains on
@@ -33,11 +34,6 @@ UNKNOWN = "unknown"  # the answer for a photo the model abstains on
 
 class InferenceError(ValueError):
     """An input the model cannot take (wrong type, shape or dtype) or a file that is not a model."""
-
-
-def clip_samples(preprocess: dict[str, Any]) -> int:
-    """Samples per waveform window of an audio spec."""
-    return int(round(float(preprocess["clip_seconds"]) * int(preprocess["sample_rate"])))
 
 
 def _as_numpy(x: Any) -> Any:
@@ -63,6 +59,7 @@ class Predictor:
                  metadata: dict[str, Any] | None = None, resizes: bool = True) -> None:
         self.source = Path(source)
         self.classes, self.preprocess, self.temperature = list(classes), dict(preprocess), float(temperature)
+        self.spec = spec_from_dict(self.preprocess)
         self.metadata = metadata or {}
         self.species_mask: np.ndarray | None = None  # restrict_species(): the listed classes
         self.species_renormalise = True
@@ -78,7 +75,7 @@ class Predictor:
         ab = self.metadata.get("abstain") or {}
         self.abstain_threshold: float | None = float(ab["threshold"]) if isinstance(ab, dict) and "threshold" in ab else None
         if self.is_audio:
-            self.input_shape: tuple[int | None, ...] = (clip_samples(self.preprocess),)
+            self.input_shape: tuple[int | None, ...] = self.spec.raw_input_shape()
         elif self.resizes:
             self.input_shape = (None, None, 3)
         else:
@@ -93,7 +90,7 @@ class Predictor:
     @property
     def is_audio(self) -> bool:
         """Whether the model takes waveform windows (spectrogram mode)."""
-        return self.preprocess.get("kind") == "audio"
+        return self.spec.is_audio
 
     @property
     def input_dtype(self) -> type:
@@ -229,9 +226,9 @@ class Predictor:
         return np.ascontiguousarray(a)
 
     def _prepare_image(self, item: Any) -> np.ndarray:
-        """A decoded RGB photo ``uint8 [H, W, 3]`` (:func:`~birdvision.data.image_io.load_rgb`'s full decode): at its
+        """A decoded RGB photo ``uint8 [H, W, 3]`` (:func:`~birdvision.data.photos.decode.load_rgb`'s full decode): at its
         own size for engines that resize, else squashed to the model's size with Pillow."""
-        from birdvision.data.image_io import as_rgb_array, load_rgb, resize_uint8, to_rgb
+        from birdvision.data.photos.decode import as_rgb_array, load_rgb, resize_uint8, to_rgb
 
         size, interp = int(self.preprocess["size"]), str(self.preprocess.get("interpolation", "bilinear"))
         if isinstance(item, (str, Path)):
@@ -254,7 +251,7 @@ class Predictor:
         n = self.input_shape[0]
         sr = int(self.preprocess["sample_rate"])
         if isinstance(item, (str, Path)):
-            from birdvision.data.audio import load as load_audio
+            from birdvision.data.audio.io import load as load_audio
 
             # [1, T] with stereo="mix": the same downmix and high-pass as training windows.
             w = load_audio(item, sr, stereo="mix", highpass_hz=self.preprocess.get("highpass_hz"))[0]
@@ -273,30 +270,3 @@ class Predictor:
                 )
             return item.astype(np.float32)
         raise InferenceError(f"expected a recording path or a float32 waveform [T]; got {type(item).__name__}")
-
-
-def load(path: str | Path, *, threads: int = 0, providers: list[str] | None = None, spinning: bool = True,
-         species: str | Path | Sequence[str] | None = None, species_renormalise: bool = True) -> Predictor:
-    """A :class:`Predictor` from a checkpoint, a run folder, or an exported ``.onnx`` / ``.ort`` file.
-
-    ``species``: a species list file or a list of names; answers are then restricted to them
-    (:meth:`Predictor.restrict_species`, renormalised over the list unless ``species_renormalise=False``).
-
-    Exports whose preprocessing is in the graph (``model.onnx``, ``model.int8.onnx``, ``.ort``) and bare
-    photo exports run on ONNX Runtime without PyTorch; checkpoints and bare spectrogram exports (their mel
-    frontend runs outside the graph) load PyTorch. ``threads=0`` picks the intra-op thread count for this
-    machine (:func:`birdvision.exporting.runtime.default_threads`); ``spinning=False`` stops ONNX Runtime's
-    idle workers busy-waiting (predict sets it while another thread decodes the next batch).
-    """
-    p = Path(path).expanduser()
-    if p.suffix.lower() in EXPORT_SUFFIXES:
-        from birdvision.prediction.onnx_engine import load_export
-
-        predictor = load_export(p, threads=threads, providers=providers, spinning=spinning)
-    else:
-        from birdvision.prediction.torch_engine import load_checkpoint
-
-        predictor = load_checkpoint(p, threads=threads)
-    if species is not None:
-        predictor.restrict_species(species, renormalise=species_renormalise)
-    return predictor

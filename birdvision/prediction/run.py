@@ -20,23 +20,22 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from birdvision.artifacts import check_output_file, sha256_file
-from birdvision.data.audio import AudioError, info
-from birdvision.data.image_io import ImageLoadError
+from birdvision.artifacts import sha256_file
+from birdvision.data.audio.io import AudioError, info
+from birdvision.data.photos.decode import ImageLoadError
 from birdvision.prediction import PredictError
 from birdvision.prediction.inputs import Inputs, find_inputs
 from birdvision.prediction.journal import Journal, Record, journal_path_for, result_settings
 from birdvision.prediction.mic import is_stream
 from birdvision.prediction.options import check_options
+from birdvision.prediction.outputs import check_outputs, log_header, log_path_for, min_confidence_in_use
 from birdvision.prediction.prefetch import prefetch
 from birdvision.prediction.tables import (
-    DEFAULT_MIN_CONFIDENCE,
     Row,
     merge_runs,
     predictions_csv,
@@ -44,7 +43,7 @@ from birdvision.prediction.tables import (
     write_table,
 )
 from birdvision.prediction.windows import StreamNotes, WindowGrid, stream_windows
-from birdvision.runs import RunError, find_checkpoint
+from birdvision.runs import find_checkpoint
 
 log = logging.getLogger("birdvision.predict")
 
@@ -354,38 +353,6 @@ def _journal_key(path: Path, root: Path | None) -> str:
     return str(path)
 
 
-def thresholds_in_use(predictor: Any) -> str:
-    """What a row's threshold is when ``min_confidence`` is not given, for the run log."""
-    th = predictor.metadata.get("thresholds") if isinstance(getattr(predictor, "metadata", None), dict) else None
-    if not th:
-        return f"{DEFAULT_MIN_CONFIDENCE} (the model stores no thresholds)"
-    return f"per class (the model's, {th.get('target')}={th.get('target_value')} on {th.get('split')})"
-
-
-def min_confidence_in_use(predictor: Any, cfg: Any) -> str:
-    """What a row needs: ``min_confidence`` when given, else the model's own thresholds (:func:`thresholds_in_use`)."""
-    return str(cfg.min_confidence) if cfg.min_confidence is not None else thresholds_in_use(predictor)
-
-
-def log_path_for(output: str | Path) -> Path:
-    """The run log beside the table: ``predictions.csv`` -> ``predictions.log``."""
-    p = Path(output)
-    return p.with_suffix(".log") if p.suffix else p.with_name(p.name + ".log")
-
-
-def log_header(predictor: Any, cfg: Any, *, audio: bool, input_desc: str, settings: str) -> list[str]:
-    """The first lines of every run log (files and streams): when, model, input, output, decision settings."""
-    return [
-        f"birdvision predict, {datetime.now().isoformat(timespec='seconds')}",
-        f"model: {cfg.model} ({getattr(predictor, 'engine', '?')}, {len(predictor.classes)} classes, "
-        f"{'recordings' if audio else 'photos'})",
-        f"input: {input_desc}",
-        f"output: {cfg.output}" + (f", raven: {cfg.raven}" if cfg.raven else ""),
-        f"settings: top_k={cfg.top_k or (1 if audio else 5)} min_confidence={min_confidence_in_use(predictor, cfg)} "
-        f"always_top1={cfg.always_top1 if cfg.always_top1 is not None else not audio} " + settings,
-    ]
-
-
 def run_log(result: PredictResult, predictor: Any, cfg: Any, *, load_s: float) -> str:
     """The run log: settings, per-file problems and warnings, throughput."""
     lines = [
@@ -416,46 +383,6 @@ def run_log(result: PredictResult, predictor: Any, cfg: Any, *, load_s: float) -
     return "\n".join(lines) + "\n"
 
 
-def check_outputs(cfg: Any, *, journal: bool = True) -> dict[Path, str]:
-    """Every file predict will write (table, run log, journal, Raven table), checked before the model is loaded.
-
-    Returns resolved path -> option name. Refuses folders, unwritable places, two outputs on one path,
-    and an output that is the model or the input file (it would be overwritten). ``output=-`` (rows to
-    standard output) has no table, run log or journal; a stream (``journal=False``) keeps no journal.
-    """
-    wanted: list[tuple[str, Path, str | None]] = []
-    if cfg.output != "-":
-        log_file = log_path_for(cfg.output)
-        wanted += [("output", Path(cfg.output), None),
-                   ("the run log", log_file, f"the run log {log_file} (beside output={cfg.output})")]
-        if journal:
-            j = journal_path_for(cfg.output)
-            wanted.append(("the journal", j, f"the resume journal {j} (beside output={cfg.output})"))
-    if cfg.raven:
-        wanted.append(("raven", Path(cfg.raven), None))
-    taken: dict[Path, str] = {}
-    for key, path, label in wanted:
-        check_output_file(path, key=key, label=label)
-        r = path.expanduser().resolve()
-        if r in taken:
-            if key in ("the run log", "the journal"):
-                raise PredictError(f"output={cfg.output}: {key} would overwrite it; give the table "
-                                   "a suffix other than .log or .journal (e.g. .csv)")
-            raise PredictError(f"{key}={path} is also {taken[r]}; give them different paths")
-        taken[r] = key
-    model = Path(cfg.model).expanduser()
-    if model.is_dir():  # a run folder: its checkpoint is what must not be overwritten
-        try:
-            model = find_checkpoint(model)
-        except RunError:
-            pass  # load() reports it
-    sources = [("model", model)] + ([] if is_stream(cfg.input) else [("input", Path(cfg.input).expanduser())])
-    for name, src in sources:
-        if src.is_file() and src.resolve() in taken:
-            raise PredictError(f"{taken[src.resolve()]}={src} is the {name} file; it would be overwritten")
-    return taken
-
-
 def model_digest(path: str | Path) -> str:
     """SHA-256 of the model file (a run folder's best checkpoint) that the journal is keyed by."""
     p = Path(path).expanduser()
@@ -471,7 +398,7 @@ def run_predict(cfg: Any) -> tuple[Any, Path | None]:
     ``input=-`` is a live stream (:func:`birdvision.prediction.stream.run_stream`: a ``StreamResult``,
     and no run log for ``output=-``).
     """
-    from birdvision.prediction.predictor import load
+    from birdvision.prediction.api import load
 
     if not cfg.model:
         raise PredictError("model= is required (a .ckpt, a run folder or an exported .onnx)")

@@ -9,7 +9,7 @@ Raw PCM has no header, so its format is given: ``stream.sample_rate``, ``stream.
 exactly as libsndfile reads a WAV file of that format, so the samples equal a file's.
 
 The frames read so far sit in a buffer that reads like an open sound file, and every window is
-cut from it by :func:`birdvision.data.audio.read_range`, the routine files go through: the same
+cut from it by :func:`birdvision.data.audio.io.read_range`, the routine files go through: the same
 resampling, mono mix and high-pass, on the same window grid from 0 (``overlap_seconds`` too).
 So a stream gives the rows a file with the same samples gives (to float rounding: a file is
 filtered in long blocks, a stream window by window, with the same margin either side of each).
@@ -46,8 +46,10 @@ from typing import Any, BinaryIO, TextIO
 import numpy as np
 
 from birdvision.artifacts import write_text
-from birdvision.data.audio import AudioError, input_span, read_range
+from birdvision.data.audio.io import AudioError, input_span, read_range
 from birdvision.prediction import PredictError
+from birdvision.prediction.options import PCM_FORMATS, check_options, pcm_format
+from birdvision.prediction.outputs import check_outputs, log_header, log_path_for
 from birdvision.prediction.prefetch import prefetch
 from birdvision.prediction.tables import Row, predictions_csv, raven_band, raven_table
 from birdvision.prediction.windows import StreamNotes, WindowGrid
@@ -55,15 +57,8 @@ from birdvision.prediction.windows import StreamNotes, WindowGrid
 log = logging.getLogger("birdvision.predict")
 
 STREAM_NAME = "stdin"  # the file column of a stream's rows
-PCM_FORMATS = {"s16le": 2, "s24_3le": 3, "s32le": 4, "f32le": 4}  # bytes per sample
-_ALIASES = {**{k.replace("_", ""): k for k in PCM_FORMATS}, "floatle": "f32le"}  # arecord: S16_LE, S24_3LE, FLOAT_LE
 _READ_BYTES = 1 << 16  # one read of standard input (a pipe holds 64 KiB)
 _NAN_WARN_EVERY_S = 60.0  # NaN/inf warnings on the console: at most one per minute of stream
-
-
-def pcm_format(name: str) -> str | None:
-    """The canonical name of a PCM format (``S16_LE`` -> ``s16le``), or None when unsupported."""
-    return _ALIASES.get(str(name).strip().lower().replace("_", "").replace("-", ""))
 
 
 @dataclass(frozen=True)
@@ -389,9 +384,7 @@ def run_stream(cfg: Any, *, source: BinaryIO | None = None, out: TextIO | None =
     by window, write rows to the output as they come, then the run log beside it (not for ``output=-``) and the
     Raven table if asked."""
     from birdvision.prediction import mic
-    from birdvision.prediction.options import check_options
-    from birdvision.prediction.predictor import load
-    from birdvision.prediction.run import check_outputs, log_path_for
+    from birdvision.prediction.api import load
 
     check_options(cfg)
     live = mic.is_mic(cfg.input)
@@ -449,7 +442,6 @@ def run_stream(cfg: Any, *, source: BinaryIO | None = None, out: TextIO | None =
 
 def stream_log(result: StreamResult, predictor: Any, cfg: Any, *, load_s: float) -> str:
     """The run log of a stream: settings, what arrived, warnings, speed."""
-    from birdvision.prediction.run import log_header
 
     lines = [
         *log_header(predictor, cfg, audio=True, input_desc=f"{source_description(result)} ({result.spec.describe()})",

@@ -3,7 +3,7 @@
 The checkpoint path of ``predict``: the model is rebuilt from its checkpoint (read as data,
 never as code) and gets the same decoded inputs as the exports; spectrogram inputs go
 through the checkpoint's own mel frontend, photos through the evaluation transform
-(:func:`birdvision.data.images.photo_tensor`: antialiased resize, ``(x / 255 - mean) / std``).
+(:func:`birdvision.data.photos.transforms.photo_tensor`: antialiased resize, ``(x / 255 - mean) / std``).
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import numpy as np
 import torch
 
 from birdvision.checkpoint import CheckpointError, checkpoint_meta, load_classifier
-from birdvision.exporting.graphs import mel_frontend
 from birdvision.prediction.onnx_engine import OnnxPredictor
 from birdvision.prediction.predictor import Predictor
 from birdvision.runs import find_checkpoint
+from birdvision.spec import from_dict as spec_from_dict
 
 
 def _frontend_of(source: Path, preprocess: dict[str, Any]) -> Any:
     try:
-        return mel_frontend(preprocess)
+        return spec_from_dict(preprocess).frontend()
     except (ValueError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{source}: its mel frontend spec cannot be built ({e})") from None
 
@@ -33,9 +33,7 @@ def net_inputs(raw: np.ndarray | list[np.ndarray], preprocess: dict[str, Any], f
     if frontend is not None:
         with torch.no_grad():
             return frontend(torch.from_numpy(raw)).numpy()
-    from birdvision.data.images import photo_tensor
-
-    return photo_tensor(raw, preprocess).numpy()
+    return spec_from_dict(preprocess).network_input(raw).numpy()
 
 
 class TorchPredictor(Predictor):

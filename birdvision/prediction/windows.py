@@ -1,7 +1,7 @@
 """A recording of any length -> fixed windows on a regular grid, streamed block by block.
 
 Windows start every ``hop = clip - overlap`` samples from 0. Each one is cut from a
-block of :func:`birdvision.data.audio.stream_blocks` (the same decode, resampling and
+block of :func:`birdvision.data.audio.io.stream_blocks` (the same decode, resampling and
 high-pass as training), so memory holds one block (plus one decoded ahead, to know
 which block is the last) whatever the recording's length.
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from birdvision.data.audio import AudioError, stream_blocks
+from birdvision.data.audio.io import AudioError, stream_blocks
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ without checking it.
 Photo abstention scores a photo by its maximum probability after temperature scaling (measured
 against the energy score and the maximum logit on the real photos: the AUROC against non-bird
 images was 0.977 vs 0.872 and 0.908) and answers "unknown" below a threshold picked, by the same
-``fpr`` rule, for a target false-accept rate on generated non-bird images (:mod:`birdvision.data.ood`).
+``fpr`` rule, for a target false-accept rate on generated non-bird images (:mod:`birdvision.data.photos.ood`).
 
 numpy only: ``predict`` applies the stored values without PyTorch.
 """

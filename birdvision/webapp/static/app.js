@@ -4,7 +4,7 @@
 // transparency is composited on white, and the pixels go to the graph as uint8 [1, H, W, 3] RGB at the
 // photo's own size: the graph resizes (antialiased) and normalises, so there is nothing else to do.
 // Recordings (call models): decoded and resampled to the model's rate by Web Audio, mixed to mono
-// (mean of the channels), high-passed (zero-phase Butterworth, as birdvision.data.dsp), cut into back-to-back
+// (mean of the channels), high-passed (zero-phase Butterworth, as birdvision.data.audio.dsp), cut into back-to-back
 // windows from 0 with the last partial window zero-padded, fed as float32 [B, T].
 // Decisions follow model.json's "decisions" (as birdvision.predict): per-class thresholds, the no-call class
 // never reported, a photo whose best probability is under the abstention threshold is "unknown".
@@ -137,7 +137,7 @@ async function classifyPhoto(file) {
 
 // ----------------------------------------------------------------------------- recordings
 
-// Butterworth high-pass as second-order sections [b0 b1 b2 a0 a1 a2] (birdvision.data.dsp.butter_highpass_sos).
+// Butterworth high-pass as second-order sections [b0 b1 b2 a0 a1 a2] (birdvision.data.audio.dsp.butter_highpass_sos).
 function butterHighpassSos(order, cutoff, rate) {
   const fs2 = 4.0;
   const warped = fs2 * Math.tan((Math.PI * (2 * cutoff / rate)) / 2);

@@ -1,7 +1,7 @@
 """From a decoded photo to the network's input: one resize, one normalisation, everywhere.
 
 Training, evaluation, the export's parity reference and prediction on PyTorch all call
-:func:`resize_photo` on the full decode (:func:`~birdvision.data.image_io.load_rgb`), and
+:func:`resize_photo` on the full decode (:func:`~birdvision.data.photos.decode.load_rgb`), and
 the exported ``model.onnx`` repeats it inside the graph (ONNX ``Resize`` with
 ``antialias=1``, see :mod:`birdvision.exporting.graphs`), so an app only decodes.
 
@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,10 +28,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
-from birdvision.data.image_io import IMAGE_SUFFIXES, MAX_PIXELS, ImageLoadError, load_rgb
 from birdvision.data.manifest import Sample
+from birdvision.data.photos.decode import ImageLoadError, load_rgb
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageLoadError", "load_rgb"]  # decoding lives in image_io (no torch)
+if TYPE_CHECKING:
+    from birdvision.spec import ImageSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +40,6 @@ log = logging.getLogger(__name__)
 # "nearest" is left out too: torch's floor(dst * (in / out)) and ONNX's floor(dst / (out / in)) round differently
 # where dst * in / out is a whole number (4.4 normalised units apart on a 1000 x 640 photo), and no backbone uses it.
 RESIZE_MODES = {"bilinear": "bilinear", "bicubic": "bicubic"}
-
-
-@dataclass(frozen=True)
-class ImagePreprocess:
-    """Everything needed to turn a photo into the model's input; stored with checkpoints."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bilinear"
-
-    def spec(self) -> dict[str, Any]:
-        return {"kind": "image", "size": self.size, "mean": list(self.mean), "std": list(self.std),
-                "interpolation": self.interpolation, "resize": "squash", "layout": "RGB"}
-
-    @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> ImagePreprocess:
-        return cls(int(spec["size"]), tuple(spec["mean"]), tuple(spec["std"]), spec.get("interpolation", "bilinear"))
 
 
 def resize_mode(interpolation: str) -> str:
@@ -111,13 +93,11 @@ def _to_float(img: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
     return t.float() / 255.0 if not t.is_floating_point() else t
 
 
-def photo_tensor(photos: Sequence[Any] | np.ndarray, pre: ImagePreprocess | dict[str, Any]) -> torch.Tensor:
+def photo_tensor(photos: Sequence[Any] | np.ndarray, pre: ImageSpec) -> torch.Tensor:
     """Decoded photos (any sizes) -> the network's input ``float32 [B, 3, size, size]``: resize, then (x - mean) / std.
 
     The PyTorch side of every parity check and prediction; the eval transform is this for one photo.
     """
-    if isinstance(pre, dict):
-        pre = ImagePreprocess.from_spec(pre)
     mean = torch.tensor(pre.mean, dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(pre.std, dtype=torch.float32).view(3, 1, 1)
     out = [(resize_photo(_to_float(p), pre.size, pre.interpolation) - mean) / std for p in photos]
@@ -129,7 +109,7 @@ def photo_tensor(photos: Sequence[Any] | np.ndarray, pre: ImagePreprocess | dict
 class EvalTransform:
     """Decoded photo -> normalised ``[3, size, size]`` tensor: :func:`photo_tensor` for one photo (nothing random)."""
 
-    def __init__(self, pre: ImagePreprocess) -> None:
+    def __init__(self, pre: ImageSpec) -> None:
         resize_mode(pre.interpolation)
         self.pre = pre
 
@@ -140,13 +120,13 @@ class EvalTransform:
         return f"EvalTransform(size={self.pre.size}, interpolation={self.pre.interpolation}, antialias=True)"
 
 
-def eval_transform(pre: ImagePreprocess) -> EvalTransform:
+def eval_transform(pre: ImageSpec) -> EvalTransform:
     """Resize to the square input size and normalise: nothing random."""
     return EvalTransform(pre)
 
 
 def train_transform(
-    pre: ImagePreprocess,
+    pre: ImageSpec,
     *,
     hflip: bool = True,
     perspective: float = 0.2,

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from birdvision.data.audio import (
+from birdvision.data.audio.augment import WaveAugment
+from birdvision.data.audio.io import (
     DEFAULT_SAMPLE_RATE,
     STEREO_MODES,
     AudioError,
@@ -40,7 +41,6 @@ from birdvision.data.audio import (
     load,
     probe,
 )
-from birdvision.data.audio_augment import WaveAugment
 from birdvision.data.manifest import Sample
 
 log = logging.getLogger(__name__)

@@ -38,10 +38,9 @@ import numpy as np
 import soundfile as sf
 
 from birdvision.artifacts import atomic_path, sha256_file
-from birdvision.data.audio import NON_AUDIO_SUFFIXES, AudioError, RecordingProblem, load, probe
+from birdvision.data.audio.io import NON_AUDIO_SUFFIXES, AudioError, RecordingProblem, load, probe
 from birdvision.data.files import walk_files
 from birdvision.data.manifest import Sample
-from birdvision.data.splits import grouped_split
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +107,8 @@ def relabel_quiet(windows: list[Sample], *, quiet_db: float, clip_seconds: float
 # ----------------------------------------------------------------------------- a folder of background recordings
 
 
-def background_folder(folder: str | Path, *, valid_fraction: float, test_fraction: float,
-                      seed: int) -> tuple[list[Sample], list[RecordingProblem]]:
-    """Every recording under ``folder`` (any depth) as a no-call recording, split grouped by file."""
+def background_folder(folder: str | Path) -> tuple[list[Sample], list[RecordingProblem]]:
+    """Every recording under ``folder`` (any depth) as a no-call recording, not yet split."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise AudioError(f"data.background={folder}: not a folder")
@@ -128,7 +126,6 @@ def background_folder(folder: str | Path, *, valid_fraction: float, test_fractio
         samples.append(Sample(path=str(p), label=BACKGROUND_CLASS, group=str(p), sha256=sha256_file(p)))
     if not samples:
         raise AudioError(f"data.background={folder}: no readable recordings ({len(problems)} unreadable)")
-    grouped_split(samples, valid_fraction=valid_fraction, test_fraction=test_fraction, seed=seed)
     return samples, problems
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from birdvision.artifacts import sha256_file
-from birdvision.data.dsp import butter_highpass_sos, resample_poly, sosfiltfilt
+from birdvision.data.audio.dsp import butter_highpass_sos, resample_poly, sosfiltfilt
 from birdvision.data.files import list_folder, walk_files
 from birdvision.data.manifest import Sample, label_problem
 
@@ -197,7 +197,7 @@ def _ratio(orig_sr: int, target_sr: int) -> tuple[int, int]:
 
 
 def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Polyphase resampling along the last axis (anti-aliased; exact rational ratio; see :mod:`birdvision.data.dsp`)."""
+    """Polyphase resampling along the last axis (anti-aliased; exact rational ratio; see :mod:`birdvision.data.audio.dsp`)."""
     if orig_sr == target_sr:
         return x.astype(np.float32, copy=False)
     up, down = _ratio(orig_sr, target_sr)
@@ -330,7 +330,7 @@ def load(
 
     ``channels`` is 1 for ``stereo="mix"`` and the file's channel count for ``"split"``.
     A range past the end comes back shorter (never padded here: padding is a windowing
-    decision, see :mod:`birdvision.data.windows`). NaN/inf samples become 0 with a warning.
+    decision, see :mod:`birdvision.data.audio.windows`). NaN/inf samples become 0 with a warning.
     """
     if stereo not in STEREO_MODES:
         raise ValueError(f"stereo must be one of {STEREO_MODES}, got {stereo!r}")

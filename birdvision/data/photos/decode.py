@@ -3,7 +3,7 @@
 Training, evaluation, the export's parity samples and prediction all decode with
 :func:`load_rgb` (a full decode: no reduced-scale JPEG ``draft``, which changes pixels
 against the plain decode an app does) and then resize with one function,
-:func:`birdvision.data.images.resize_photo`, whose arithmetic the exported graph repeats
+:func:`birdvision.data.photos.transforms.resize_photo`, whose arithmetic the exported graph repeats
 (ONNX ``Resize``, antialiased). :data:`DECODE_STEPS` writes the decode down for apps
 (it goes into ``model.json``). Only Pillow and numpy are imported here, so an ONNX predict
 run decodes photos without loading PyTorch.
@@ -117,7 +117,7 @@ def resize_uint8(img: Image.Image, size: int, interpolation: str) -> np.ndarray:
 
     Only for graphs with a fixed input size (exports from before the resize moved into the graph):
     it is the resize a Pillow app does itself. Models of this version resize in float with
-    :func:`birdvision.data.images.resize_photo`, inside their exported graph.
+    :func:`birdvision.data.photos.transforms.resize_photo`, inside their exported graph.
     """
     img = img.convert("RGB")
     if img.size != (size, size):

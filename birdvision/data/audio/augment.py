@@ -1,8 +1,8 @@
 """Training-only waveform augmentations for bird-call windows, as named steps switched by config.
 
-Applied by :class:`birdvision.data.windows.AudioWindowDataset` to training windows only
+Applied by :class:`birdvision.data.audio.windows.AudioWindowDataset` to training windows only
 (evaluation datasets get ``augment=None``). The spectrogram masks live with the
-frontend (:class:`birdvision.data.mel.SpecAugment`) because they act on its output;
+frontend (:class:`birdvision.data.audio.mel.SpecAugment`) because they act on its output;
 their settings sit in the same config section (``audio.augment``, one dataclass:
 :class:`birdvision.config.AudioAugmentConfig`) so one section controls all audio augmentation.
 No flips or rotations: a call played backwards or upside down in frequency is not a call of the
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from birdvision.config import AudioAugmentConfig
-from birdvision.data.dsp import resample_poly
+from birdvision.data.audio.dsp import resample_poly
 
 Background = Callable[[int, np.random.Generator], "np.ndarray | None"]
 
@@ -74,7 +74,7 @@ def augment_config(config: AudioAugmentConfig | dict[str, Any] | None = None) ->
 
 
 def spec_augment_kwargs(config: AudioAugmentConfig) -> dict[str, Any]:
-    """Keyword arguments for :class:`birdvision.data.mel.SpecAugment` (p=0 when disabled)."""
+    """Keyword arguments for :class:`birdvision.data.audio.mel.SpecAugment` (p=0 when disabled)."""
     return {
         "p": config.spec_p if config.enabled else 0.0,
         "time_masks": config.time_masks,
@@ -165,7 +165,7 @@ class WaveAugment:
         return (c.shift_max_seconds if c.shift_p > 0 else 0.0) + clip_seconds * (speed - 1) / 2 + 0.01
 
     def _background(self, n: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray | None:
-        from birdvision.data.audio import AudioError, load  # local: audio imports nothing from here
+        from birdvision.data.audio.io import AudioError, load  # local: audio imports nothing from here
 
         path = self.config.background_paths[rng.integers(len(self.config.background_paths))]
         if path not in self._backgrounds:

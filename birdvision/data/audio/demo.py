@@ -9,7 +9,7 @@ whistle, warble, buzzy sweep...) at its own pitch; calls repeat at random times,
 random pitch and tempo jitter, over pink-ish background noise and an occasional
 low-frequency rumble, in mono or stereo (some recordings stereo, to exercise the
 channel handling). Written as ``root/<species>/<i>.wav`` (16-bit PCM), the layout
-:func:`birdvision.data.audio.discover_recordings` reads.
+:func:`birdvision.data.audio.io.discover_recordings` reads.
 """
 
 from __future__ import annotations

@@ -40,9 +40,8 @@ except ImportError as e:  # the [shards] extra
 
 from birdvision.artifacts import write_json
 from birdvision.console import progress_bar
-from birdvision.data.images import ImageLoadError, load_rgb
-from birdvision.data.manifest import Sample, class_list, manifest_digest, write_manifest
-from birdvision.data.sources import DataSourceError
+from birdvision.data.manifest import DataSourceError, Sample, class_list, manifest_digest, write_manifest
+from birdvision.data.photos.decode import ImageLoadError, load_rgb
 
 log = logging.getLogger(__name__)
 

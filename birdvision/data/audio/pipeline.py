@@ -14,21 +14,23 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from birdvision.data.audio import AudioError, discover_recordings
-from birdvision.data.audio_augment import WaveAugment, augment_config, spec_augment_kwargs
-from birdvision.data.background import (
+from birdvision.data.audio.augment import WaveAugment, augment_config, spec_augment_kwargs
+from birdvision.data.audio.background import (
     BACKGROUND_CLASS,
     background_folder,
     relabel_quiet,
     synthetic_counts,
     synthetic_noise,
 )
-from birdvision.data.demo_calls import make_demo_calls
-from birdvision.data.manifest import Sample
-from birdvision.data.mel import MelFrontend, SpecAugment
-from birdvision.data.sources import DataSourceError, Discovery
-from birdvision.data.splits import assert_no_leakage, grouped_split
-from birdvision.data.windows import AudioWindowDataset, make_windows
+from birdvision.data.audio.demo import make_demo_calls
+from birdvision.data.audio.io import AudioError, discover_recordings
+from birdvision.data.audio.mel import MelFrontend, SpecAugment
+from birdvision.data.audio.windows import AudioWindowDataset, make_windows
+from birdvision.data.manifest import DataSourceError, Sample
+from birdvision.data.pipeline import Pipeline
+from birdvision.data.sources import Discovery
+from birdvision.data.splits import assert_no_leakage, assign_splits
+from birdvision.spec import AudioSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ DEMO_CALLS = Path.home() / ".cache" / "birdvision" / "demo" / "calls"
 
 
 def discover_audio(cfg: DictConfig) -> Discovery:
-    """Recording-level samples from ``data.root`` (or the synthetic demo calls), split by recording."""
+    """Recording-level samples from ``data.root`` (or the synthetic demo calls), not yet split (byte-identical
+    copies are joined into one group when the split is dealt, :func:`birdvision.data.splits.assign_splits`)."""
     root = cfg.data.root
     if root is None:
         root = make_demo_calls(DEMO_CALLS)
@@ -49,13 +52,8 @@ def discover_audio(cfg: DictConfig) -> Discovery:
         raise DataSourceError(str(e)) from None
     if not samples:
         raise DataSourceError(f"no readable recordings under {root} ({len(problems)} unreadable)")
-    first_of: dict[str, str] = {}
-    for s in samples:  # byte-identical copies of a recording form one group
-        if s.sha256:
-            s.group = first_of.setdefault(s.sha256, s.group)
-    grouped_split(samples, valid_fraction=cfg.data.valid_fraction, test_fraction=cfg.data.test_fraction, seed=cfg.seed)
     skipped = [(p.path, p.reason) for p in problems]
-    return Discovery(samples, skipped, f"{root} (recordings, split by recording seed={cfg.seed})")
+    return Discovery(samples, skipped, f"{root} (recordings)")
 
 
 def frontend_spec(cfg: DictConfig) -> dict[str, Any]:
@@ -64,18 +62,11 @@ def frontend_spec(cfg: DictConfig) -> dict[str, Any]:
     return MelFrontend(sample_rate=cfg.audio.sample_rate, **mel).spec()  # type: ignore[arg-type]
 
 
-def audio_preprocess(cfg: DictConfig) -> dict[str, Any]:
+def audio_preprocess(cfg: DictConfig) -> AudioSpec:
     """The preprocessing spec stored with checkpoints and exports of call models."""
     a = cfg.audio
-    return {
-        "kind": "audio",
-        "sample_rate": int(a.sample_rate),
-        "clip_seconds": float(a.clip_seconds),
-        "stereo": a.stereo,
-        "highpass_hz": a.highpass_hz,
-        "mel": frontend_spec(cfg),
-        "in_chans": int(a.mel.in_chans),
-    }
+    return AudioSpec(sample_rate=int(a.sample_rate), clip_seconds=float(a.clip_seconds), mel=frontend_spec(cfg),
+                     stereo=a.stereo, highpass_hz=a.highpass_hz, in_chans=int(a.mel.in_chans))
 
 
 def _background_sources(cfg: DictConfig, recordings: list[Sample]) -> tuple[list[Sample], list[tuple[str, str]], bool]:
@@ -90,10 +81,11 @@ def _background_sources(cfg: DictConfig, recordings: list[Sample]) -> tuple[list
     d = cfg.data
     if d.background:
         try:
-            found, problems = background_folder(d.background, valid_fraction=d.valid_fraction,
-                                                test_fraction=d.test_fraction, seed=cfg.seed)
+            found, problems = background_folder(d.background)
         except AudioError as e:
             raise DataSourceError(str(e)) from None
+        assign_splits(found, valid_fraction=d.valid_fraction, test_fraction=d.test_fraction, seed=cfg.seed,
+                      where=f"data.background={d.background}")
         extra += found
         skipped += [(p.path, p.reason) for p in problems]
     if nc.synthetic:
@@ -103,11 +95,9 @@ def _background_sources(cfg: DictConfig, recordings: list[Sample]) -> tuple[list
     return extra, skipped, True
 
 
-def build_audio_datasets(cfg: DictConfig, found: Discovery, recordings: list[Sample], classes: list[str]):
+def build_audio_datasets(cfg: DictConfig, found: Discovery, recordings: list[Sample], classes: list[str]) -> Pipeline:
     """Windows per split (species windows, and no-call windows unless ``audio.nocall.enabled=false``), the
     training augmentation, and the frontend that runs on each batch."""
-    from birdvision.data.pipeline import Pipeline
-
     a = cfg.audio
     skipped = list(found.skipped)
     aug_cfg = augment_config(OmegaConf.to_container(a.augment, resolve=True))  # type: ignore[arg-type]
@@ -167,15 +157,7 @@ def build_audio_datasets(cfg: DictConfig, found: Discovery, recordings: list[Sam
     spec_aug = SpecAugment(**spec_augment_kwargs(aug_cfg)) if aug_cfg.enabled else None
     pre = audio_preprocess(cfg)
     return Pipeline(
-        windows, classes, datasets, pre, in_chans=pre["in_chans"], skipped=skipped, origin=found.origin,
-        batch_transform=MelFrontend.from_spec(pre["mel"]), train_batch_transform=spec_aug,
+        windows, classes, datasets, pre, in_chans=pre.in_chans, skipped=skipped, origin=found.origin,
+        batch_transform=MelFrontend.from_spec(pre.mel), train_batch_transform=spec_aug,
         background_class=background,
-    )
-
-
-def audio_eval_dataset(samples: list[Sample], classes: list[str], preprocess: dict[str, Any]) -> AudioWindowDataset:
-    """Deterministic windows for evaluation from a checkpoint's audio preprocessing spec."""
-    return AudioWindowDataset(
-        samples, classes, sample_rate=preprocess["sample_rate"], clip_seconds=preprocess["clip_seconds"],
-        stereo=preprocess.get("stereo", "mix"), highpass_hz=preprocess.get("highpass_hz"), augment=None,
     )
