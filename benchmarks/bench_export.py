@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    from birdvision.bench import benchmark_checkpoint, engine_table
-    from birdvision.timing import round_ratios
+    from birdvision.benchmarking.benchmark import benchmark_checkpoint
+    from birdvision.benchmarking.table import engine_table
+    from birdvision.benchmarking.timing import round_ratios
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_export_"))
     console = Console()

@@ -74,7 +74,7 @@ def untrained(work: Path, recipe: str, data_kind: str) -> Path:
 
     from birdvision.config import FitConfig, load_config
     from birdvision.data.manifest import Sample, write_manifest
-    from birdvision.module import BirdClassifier
+    from birdvision.training.module import BirdClassifier
 
     run = work / f"untrained_{recipe}"
     ck = run / "checkpoints" / "best.ckpt"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.logging import RichHandler
 
-from birdvision.artifacts import write_error
+from birdvision.runs.artifacts import write_error
 
 console = Console(stderr=True)
 

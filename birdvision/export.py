@@ -12,15 +12,15 @@ import sys
 
 from rich.markup import escape
 
-from birdvision.artifacts import OutputError
-from birdvision.checkpoint import CheckpointError
 from birdvision.config import ConfigError, parse_cli, to_yaml
 from birdvision.console import console, run_cli, setup_logging
 from birdvision.data.manifest import DataSourceError, ManifestError
 from birdvision.data.photos.decode import ImageLoadError
 from birdvision.exporting import ExportError, ParityError
 from birdvision.exporting.options import ExportConfig
-from birdvision.runs import RunError
+from birdvision.runs.artifacts import OutputError
+from birdvision.runs.checkpoint import CheckpointError
+from birdvision.runs.folders import RunError
 
 log = logging.getLogger("birdvision.export")
 

@@ -26,8 +26,6 @@ from omegaconf import DictConfig
 from torch.utils.data import IterableDataset, Sampler
 
 from birdvision import __version__
-from birdvision.artifacts import atomic_path, write_json
-from birdvision.checkpoint import read_checkpoint
 from birdvision.config import ConfigError, FitConfig, parse_cli, save_config, to_yaml
 from birdvision.console import console, run_cli, setup_logging
 from birdvision.data.balance import balanced_sampler, class_counts, effective_number_weights
@@ -36,12 +34,11 @@ from birdvision.data.datamodule import BirdDataModule
 from birdvision.data.manifest import DataSourceError, manifest_digest, write_manifest
 from birdvision.data.pipeline import Pipeline
 from birdvision.data.splits import LeakageError
-from birdvision.embeddings import HeadOnEmbeddings
-from birdvision.evaluate import EvaluationError
-from birdvision.finetune import StagedFinetuning, WeightEMA
+from birdvision.evaluation import EvaluationError
 from birdvision.models import WeightsUnavailableError, get_spec
-from birdvision.module import BirdClassifier
-from birdvision.runs import (
+from birdvision.runs.artifacts import atomic_path, write_json
+from birdvision.runs.checkpoint import read_checkpoint
+from birdvision.runs.folders import (
     CHECKPOINTS,
     RunError,
     append_metrics,
@@ -51,6 +48,9 @@ from birdvision.runs import (
     trim_metrics,
 )
 from birdvision.spec import from_dict as spec_from_dict
+from birdvision.training.embeddings import HeadOnEmbeddings
+from birdvision.training.finetune import StagedFinetuning, WeightEMA
+from birdvision.training.module import BirdClassifier
 
 log = logging.getLogger("birdvision.fit")
 
@@ -247,7 +247,7 @@ def _fit_with_trainer(cfg: DictConfig, module: BirdClassifier, pipe: Pipeline, r
                  "global batch, not scaled", trainer.world_size, cfg.data.batch_size * trainer.world_size,
                  cfg.data.batch_size)
     if cfg.tune.lr_find and resume_ckpt is None:
-        from birdvision.tune import find_lr
+        from birdvision.training.lr_find import find_lr
 
         module.hparams.lr = find_lr(trainer, module, dm, run_dir)
     with warnings.catch_warnings():
@@ -485,7 +485,7 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
     if cfg.evaluate_after_fit and Path(best_path).is_file():
         # Per-class tables, plots, a temperature and decision thresholds chosen on valid (stored in
         # best.ckpt, so predict and exports use them). Runs after trainer.test because it rewrites best.ckpt.
-        from birdvision.evaluate import evaluate_checkpoint
+        from birdvision.evaluation.evaluator import evaluate_checkpoint
 
         split = "test" if counts["test"] else "valid"
         ev = evaluate_checkpoint(

@@ -35,14 +35,14 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import logging  # noqa: E402
 
-from birdvision.artifacts import OutputError  # noqa: E402
-from birdvision.checkpoint import CheckpointError  # noqa: E402
 from birdvision.config import ConfigError, parse_cli, to_yaml  # noqa: E402
 from birdvision.console import console, run_cli, setup_logging  # noqa: E402
 from birdvision.prediction import PredictError  # noqa: E402
 from birdvision.prediction.mic import is_stream  # noqa: E402
 from birdvision.prediction.options import PredictConfig  # noqa: E402
-from birdvision.runs import RunError  # noqa: E402
+from birdvision.runs.artifacts import OutputError  # noqa: E402
+from birdvision.runs.checkpoint import CheckpointError  # noqa: E402
+from birdvision.runs.folders import RunError  # noqa: E402
 
 log = logging.getLogger("birdvision.predict")
 

@@ -15,8 +15,8 @@ import torch
 from birdvision.data.manifest import class_list, manifest_digest, write_manifest
 from birdvision.data.sources import discover
 from birdvision.models import get_spec
-from birdvision.module import BirdClassifier
 from birdvision.spec import ImageSpec
+from birdvision.training.module import BirdClassifier
 
 
 def make_run(root: Path, photos: Path, *, backbone: str = "test_tiny", size: int = 32, temperature: float = 1.5,

@@ -52,7 +52,7 @@ def tiny_calls_classifier(sample_rate: int = 16000):
     import torch
 
     from birdvision.data.audio.mel import MelFrontend
-    from birdvision.module import BirdClassifier
+    from birdvision.training.module import BirdClassifier
 
     mel = MelFrontend(sample_rate=sample_rate, n_fft=512, hop_length=256, n_mels=32, f_min_hz=50, f_max_hz=8000).spec()
     spec = {"kind": "audio", "sample_rate": sample_rate, "clip_seconds": 1.0, "stereo": "mix", "highpass_hz": 300.0,

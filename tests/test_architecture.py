@@ -108,3 +108,18 @@ def test_the_cycle_check_finds_a_cycle_hidden_in_a_function(tmp_path):
     graph = import_graph(pkg)
     assert cycles(graph) == [["birdvision.data.a", "birdvision.data.b"]]
     assert "birdvision.data.a" not in graph["birdvision.data.c"]  # annotations only
+
+
+CLIS = {"audit", "bench", "compare", "evaluate", "export", "fit", "predict", "serve", "shards"}
+SHARED = {"__init__", "config", "console", "spec"}  # recipes and options, console output, the preprocessing spec
+
+
+def test_the_package_root_holds_only_clis_and_shared_modules():
+    root = {p.stem for p in PACKAGE.glob("*.py")}
+    assert root - CLIS - SHARED == set()
+
+
+@pytest.mark.parametrize("cli", sorted(CLIS))
+def test_every_root_cli_has_a_main(cli):
+    tree = ast.parse((PACKAGE / f"{cli}.py").read_text(encoding="utf-8"))
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)

@@ -100,7 +100,8 @@ def test_int8_call_model_quantises_the_network_and_keeps_the_frontend_float(tmp_
 
 
 def test_bench_times_int8_call_models_in_real_time_units(tmp_path, calls_run):
-    from birdvision.bench import benchmark_checkpoint, engine_table
+    from birdvision.benchmarking.benchmark import benchmark_checkpoint
+    from birdvision.benchmarking.table import engine_table
     from birdvision.export import main as export_main
 
     out = tmp_path / "export"

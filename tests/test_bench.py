@@ -8,16 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from birdvision.bench import (
-    benchmark_checkpoint,
-    compare_runs,
-    compare_table,
-    cpu_isa,
-    engine_table,
-    main,
-    time_isolated,
-)
-from birdvision.timing import Timing, paired_ratio, sample
+from birdvision.bench import main
+from birdvision.benchmarking.benchmark import benchmark_checkpoint, compare_runs, cpu_isa
+from birdvision.benchmarking.harness import time_isolated
+from birdvision.benchmarking.table import engine_table, engines_compare_table
+from birdvision.benchmarking.timing import Timing, paired_ratio, sample
 from tests._bird_runs import make_run
 
 
@@ -55,7 +50,7 @@ def test_isolated_timing_runs_in_a_subprocess(run_dir, tmp_path, monkeypatch):
                          isolate=False)
     import subprocess
 
-    import birdvision.bench as bench_mod
+    import birdvision.benchmarking.harness as bench_mod
 
     launched = []
 
@@ -68,14 +63,23 @@ def test_isolated_timing_runs_in_a_subprocess(run_dir, tmp_path, monkeypatch):
     t = time_isolated("ort_fp32", str(tmp_path / "model.onnx"), batch_sizes=(1, 2), threads=1, iters=2)
     assert t["engine"] == "ort_fp32" and t["1"]["median_ms"] > 0 and t["2"]["iters"] >= 2
     # the timing came from another interpreter, started for this engine, not from this process
-    assert len(launched) == 1 and "_serve" in " ".join(launched[0][0]) and launched[0][1] != os.getpid()
+    assert len(launched) == 1 and "serve_worker" in " ".join(launched[0][0]) and launched[0][1] != os.getpid()
 
 
-def test_compare_table(run_dir, tmp_path_factory, demo_photos):
+def test_engines_compare_table(run_dir, tmp_path_factory, demo_photos):
     other = make_run(tmp_path_factory.mktemp("run2"), demo_photos, seed=1)
     res = compare_runs([str(run_dir), str(other)], threads=1, iters=2, isolate=False, engines=("torch", "ort_fp32"))
-    assert len(res["rows"]) == 2 and all(r["model"] == "test_tiny" and r["ms_ort_fp32"] > 0 for r in res["rows"])
-    assert compare_table(res).row_count == 2
+    assert len(res["rows"]) == 2 and all(r["backbone"] == "test_tiny" and r["ms_ort_fp32"] > 0 for r in res["rows"])
+    assert engines_compare_table(res).row_count == 2
+    # one model table: bench's rows carry exactly compare's facts (accuracy, its source, weights, parameters)
+    import torch
+
+    from birdvision.benchmarking.table import model_row
+
+    for r, run in zip(res["rows"], (run_dir, other), strict=True):
+        c = model_row(run, device=torch.device("cpu"), iters=2, min_seconds=0.0)
+        facts = ("model", "backbone", "mode", "best_val_acc", "test_acc", "test_source", "params_m", "weights_mb")
+        assert {k: r[k] for k in facts} == {k: c[k] for k in facts}
 
 
 def test_cli_writes_bench_json(run_dir, tmp_path):

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from birdvision.compare import main, resolve_runs
+from birdvision.compare import main
 from birdvision.fit import main as fit_main
+from birdvision.runs.folders import resolve_runs
 from tests.conftest import fit_args
 
 

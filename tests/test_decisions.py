@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from birdvision.checkpoint import CheckpointError, checkpoint_meta, update_hparams
 from birdvision.data.photos.ood import ood_images
-from birdvision.evaluate import evaluate_checkpoint
+from birdvision.evaluation.evaluator import evaluate_checkpoint
 from birdvision.export import main as export_main
 from birdvision.exporting.metadata import read_metadata
 from birdvision.predict import main as predict_main
 from birdvision.prediction.api import load
 from birdvision.prediction.predictor import UNKNOWN
 from birdvision.prediction.tables import top_rows
+from birdvision.runs.checkpoint import CheckpointError, checkpoint_meta, update_hparams
 from tests._bird_runs import make_run
 
 

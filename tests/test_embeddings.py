@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from birdvision.data.manifest import Sample
-from birdvision.embeddings import EmbeddingCache, choose_head, embed, item_keys, model_digest
 from birdvision.models import create_model
 from birdvision.spec import from_dict as spec_from_dict
+from birdvision.training.embeddings import EmbeddingCache, choose_head, embed, item_keys, model_digest
 
 
 def _dataset(root: Path):

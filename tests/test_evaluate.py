@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from birdvision.evaluate import evaluate_checkpoint, main
+from birdvision.evaluate import main
+from birdvision.evaluation.evaluator import evaluate_checkpoint
 from birdvision.fit import main as fit_main
 from birdvision.reports import metrics as M
 from birdvision.reports.html import write_run_report
@@ -103,7 +104,7 @@ def test_evaluate_cli_writes_metrics_plots_and_stores_temperature(run_copy, caps
 
 
 def test_predict_proba_uses_fitted_temperature(run_copy):
-    from birdvision.checkpoint import load_classifier
+    from birdvision.runs.checkpoint import load_classifier
 
     evaluate_checkpoint(run_copy, "test", run_copy / "eval")
     model = load_classifier(run_copy)
@@ -168,7 +169,7 @@ def test_call_models_run_the_mel_frontend_and_show_spectrograms(tmp_path):
     from torch.utils.data import TensorDataset
 
     from birdvision.data.audio.mel import MelFrontend
-    from birdvision.evaluate import _top_loss_images, compute_logits
+    from birdvision.evaluation.logits import compute_logits, top_loss_images
     from birdvision.models import create_model
     from birdvision.reports.plots import save_figure, top_losses_figure
     from birdvision.spec import from_dict as spec_from_dict
@@ -181,7 +182,7 @@ def test_call_models_run_the_mel_frontend_and_show_spectrograms(tmp_path):
     logits, labels = compute_logits(net, ds, batch_transform=front, batch_size=2, num_workers=0,
                                     device=torch.device("cpu"))
     assert logits.shape == (5, 3) and labels.tolist() == [0, 1, 2, 0, 1]
-    images = _top_loss_images(ds, [0, 3], spec_from_dict(preprocess), front)
+    images = top_loss_images(ds, [0, 3], spec_from_dict(preprocess), front)
     assert images[0].ndim == 2 and images[0].shape[0] == 32  # (n_mels, frames)
     path = save_figure(top_losses_figure(images, ["a", "b"], spectrogram=True), tmp_path / "t.png")
     assert path.stat().st_size > 1000

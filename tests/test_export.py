@@ -60,8 +60,8 @@ def test_dynamic_batch_and_temperature_in_graph(exported, run_dir):
     """The exported graph runs any batch size and applies the stored temperature."""
     import onnxruntime as ort
 
-    from birdvision.checkpoint import load_classifier
     from birdvision.exporting.parity import net_inputs_of
+    from birdvision.runs.checkpoint import load_classifier
 
     sess = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
     model = load_classifier(run_dir)
@@ -106,7 +106,7 @@ def test_model_json_describes_the_model_and_sits_inside_it(exported, run_dir):
     """model.json beside the export = the card inside model.onnx's metadata + a files table; it matches the graph."""
     import onnxruntime as ort
 
-    from birdvision.artifacts import sha256_file
+    from birdvision.runs.artifacts import sha256_file
 
     hp = _ck(run_dir)
     card = json.loads((exported / "model.json").read_text())
@@ -136,8 +136,8 @@ def test_model_json_describes_the_model_and_sits_inside_it(exported, run_dir):
 def test_loader_refuses_a_model_json_that_does_not_match(exported, tmp_path):
     import shutil
 
-    from birdvision.checkpoint import CheckpointError
     from birdvision.prediction.api import load
+    from birdvision.runs.checkpoint import CheckpointError
 
     def copy_with(edit) -> Path:
         d = tmp_path / f"c{len(list(tmp_path.iterdir()))}"
@@ -308,7 +308,7 @@ def test_audio_graph_matches_torch(tmp_path):
     import onnxruntime as ort
 
     from birdvision.data.audio.mel import MelFrontend
-    from birdvision.module import BirdClassifier
+    from birdvision.training.module import BirdClassifier
 
     mel = MelFrontend(sample_rate=8000, n_fft=256, hop_length=128, n_mels=32, f_min_hz=50, f_max_hz=4000).spec()
     spec = {"kind": "audio", "sample_rate": 8000, "clip_seconds": 1.0, "stereo": "mix", "highpass_hz": None,

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from birdvision.checkpoint import CheckpointError, checkpoint_meta, load_classifier
 from birdvision.fit import main
+from birdvision.runs.checkpoint import CheckpointError, checkpoint_meta, load_classifier
 from tests.conftest import fit_args
 
 
@@ -163,7 +163,7 @@ def test_fit_trains_from_an_audit_manifest(demo_photos: Path, tmp_path: Path):
 
 
 def test_head_on_cached_embeddings_is_an_ordinary_checkpoint(demo_photos: Path, tmp_path: Path, tiny_weights: Path):
-    from birdvision.evaluate import evaluate_checkpoint
+    from birdvision.evaluation.evaluator import evaluate_checkpoint
 
     cache = tmp_path / "cache"
     args = fit_args(demo_photos, tmp_path / "runs", f"model.weights_path={tiny_weights}", "finetune.mode=embeddings",
@@ -205,7 +205,7 @@ def test_finetune_mode_is_checked(demo_photos: Path, tmp_path: Path, capsys):
 
 def test_pretrained_checkpoints_load_without_reading_pretrained_weights(demo_photos: Path, tmp_path: Path, monkeypatch):
     """Lightning's load_from_checkpoint, birdvision's loader and evaluate never fetch ImageNet weights."""
-    from birdvision.module import BirdClassifier
+    from birdvision.training.module import BirdClassifier
 
     assert main(fit_args(demo_photos, tmp_path / "runs", "model.backbone=efficientnet_lite0", "model.pretrained=true",
                          "finetune.mode=embeddings", f"finetune.embedding_cache={tmp_path / 'cache'}",
@@ -293,7 +293,7 @@ def test_weight_ema_is_what_checkpoints_test_and_resume_continues_the_raw_weight
 def test_epoch_metrics_stay_apart_after_a_perfect_first_batch():
     from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-    from birdvision.module import BirdClassifier
+    from birdvision.training.module import BirdClassifier
 
     n = 36
     m = BirdClassifier("test_tiny", [f"c{i}" for i in range(n)], load_weights=False)

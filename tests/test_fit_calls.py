@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from birdvision.checkpoint import checkpoint_meta, load_classifier
 from birdvision.data.manifest import read_manifest
 from birdvision.fit import main
+from birdvision.runs.checkpoint import checkpoint_meta, load_classifier
 from birdvision.spec import from_dict as spec_from_dict
 
 

@@ -22,13 +22,13 @@ import pytest
 from PIL import Image
 
 from birdvision import audit, fit, predict
-from birdvision.artifacts import for_people, from_spreadsheet, spreadsheet_safe, write_text
 from birdvision.checks.findings import read_findings
 from birdvision.data.datamodule import BirdDataModule
 from birdvision.data.files import file_problem, list_folder, outside_root, walk_files
 from birdvision.data.manifest import DataSourceError, Sample, label_problem, read_manifest, write_manifest
 from birdvision.data.sources import discover
 from birdvision.reports.metrics import csv_text, markdown_table
+from birdvision.runs.artifacts import for_people, from_spreadsheet, spreadsheet_safe, write_text
 from tests._bird_runs import make_run
 from tests.conftest import fit_args
 
@@ -345,7 +345,7 @@ def test_birds_csv_entries_outside_the_root_are_never_read(tmp_path, caplog):
     outside = [r for r in read_findings(out / "findings.csv") if r["issue"] == "outside_root"]
     assert len(outside) == 4 and all(str(secret) in r["detail"] for r in outside)
     assert all(str(secret) not in s.path and "secret" not in s.path for s in read_manifest(out / "manifest.csv"))
-    from birdvision.artifacts import sha256_file
+    from birdvision.runs.artifacts import sha256_file
 
     assert sha256_file(secret) not in (out / "manifest.csv").read_text()  # not hashed either
 

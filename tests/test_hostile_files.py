@@ -22,12 +22,12 @@ import torch
 
 from birdvision import load
 from birdvision.bench import main as bench_main
-from birdvision.checkpoint import CheckpointError
 from birdvision.compare import main as compare_main
 from birdvision.console import run_cli
 from birdvision.evaluate import main as evaluate_main
 from birdvision.export import main as export_main
 from birdvision.predict import main as predict_main
+from birdvision.runs.checkpoint import CheckpointError
 from tests._bird_runs import make_run
 
 
@@ -224,7 +224,7 @@ def test_predict_never_overwrites_its_model_or_an_input(run_dir, onnx_file, phot
 
 def test_evaluate_checks_it_can_store_the_temperature_before_the_work(run_dir, tmp_path, capsys, monkeypatch):
     """calibrate=true rewrites the checkpoint: an unwritable checkpoint folder is found before evaluating."""
-    import birdvision.artifacts as artifacts
+    import birdvision.runs.artifacts as artifacts
 
     ck_dir = (run_dir / "checkpoints").resolve()
     real = artifacts._probe_folder

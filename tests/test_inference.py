@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from birdvision.checkpoint import CheckpointError
 from birdvision.export import main as export_main
 from birdvision.prediction.api import InferenceError, load
+from birdvision.runs.checkpoint import CheckpointError
 from birdvision.spec import from_dict as spec_from_dict
 from tests._bird_runs import make_run
 
@@ -116,7 +116,7 @@ def test_audio_predictor_batch_both_engines(tmp_path):
     from birdvision.data.audio.mel import MelFrontend
     from birdvision.exporting import graphs
     from birdvision.exporting.metadata import build_metadata, set_metadata
-    from birdvision.module import BirdClassifier
+    from birdvision.training.module import BirdClassifier
 
     mel = MelFrontend(sample_rate=8000, n_fft=256, hop_length=128, n_mels=32, f_min_hz=50, f_max_hz=4000).spec()
     spec = {"kind": "audio", "sample_rate": 8000, "clip_seconds": 1.0, "stereo": "mix", "highpass_hz": None,

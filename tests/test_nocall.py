@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from birdvision.checkpoint import checkpoint_meta
 from birdvision.config import FitConfig, load_config
 from birdvision.data.audio.background import (
     BACKGROUND_CLASS,
@@ -25,6 +24,7 @@ from birdvision.data.splits import assert_no_leakage
 from birdvision.export import main as export_main
 from birdvision.fit import main as fit_main
 from birdvision.predict import main as predict_main
+from birdvision.runs.checkpoint import checkpoint_meta
 
 SR = 32000
 
@@ -184,7 +184,7 @@ def test_call_presence_gives_call_windows_rows_and_travels_with_the_model(nocall
     species; the presence threshold is stored in the checkpoint and the export, and both engines apply it."""
     import shutil
 
-    from birdvision.evaluate import evaluate_checkpoint
+    from birdvision.evaluation.evaluator import evaluate_checkpoint
     from birdvision.prediction.api import load
 
     run = tmp_path / "run"

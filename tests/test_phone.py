@@ -78,7 +78,7 @@ def test_tflite_and_pte_fp32_and_int8_are_gated_in_their_own_runtimes(run_dir, t
     # the uint8 photo in and the probabilities out: normalisation and softmax stay float around the INT8 network
     assert it.get_input_details()[0]["dtype"] == np.uint8 and it.get_output_details()[0]["dtype"] == np.float32
     # bench times the files next to ONNX Runtime (one photo per call, as on a phone), with their gated accuracy
-    from birdvision.bench import benchmark_checkpoint
+    from birdvision.benchmarking.benchmark import benchmark_checkpoint
 
     engines = ("tflite", "pte", "tflite_int8", "pte_int8")
     stamp = (tmp_path / "model.int8.pte").stat().st_mtime_ns
@@ -96,7 +96,7 @@ def test_tflite_and_pte_fp32_and_int8_are_gated_in_their_own_runtimes(run_dir, t
 def _tiny_app():
     """(app module of a tiny 3-class photo model, its preprocessing, 4 uint8 calibration photos)."""
     from birdvision.exporting.phone import AppModule
-    from birdvision.module import BirdClassifier
+    from birdvision.training.module import BirdClassifier
 
     pre = {"size": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bilinear"}
     model = BirdClassifier("test_tiny", ["a", "b", "c"], preprocess=pre, manifest_digest="x", recipe="t").eval()

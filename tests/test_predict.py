@@ -46,7 +46,7 @@ def audio_preprocess(clip_seconds: float = 1.0, n_mels: int = 32) -> dict:
 
 def save_checkpoint(path: Path, classes: list[str], preprocess: dict, in_chans: int) -> Path:
     """A birdvision checkpoint of the tiny test backbone with a decisive (scaled-up) random head."""
-    from birdvision.module import BirdClassifier
+    from birdvision.training.module import BirdClassifier
 
     torch.manual_seed(0)
     m = BirdClassifier("test_tiny", classes, in_chans=in_chans, preprocess=preprocess)

@@ -55,7 +55,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     from birdvision.data.audio.mel import MelFrontend
     from birdvision.data.manifest import Sample, write_manifest
     from birdvision.export import main as export_main
-    from birdvision.module import BirdClassifier
+    from birdvision.training.module import BirdClassifier
 
     tmp = tmp_path_factory.mktemp("stream_model")
     mel = MelFrontend(sample_rate=SR, n_fft=512, hop_length=256, n_mels=32, f_min_hz=50, f_max_hz=8000).spec()
@@ -452,7 +452,7 @@ def test_real_recording_streams_like_its_file_within_one_window_of_latency(reald
     import torch
 
     from birdvision.data.audio.mel import MelFrontend
-    from birdvision.module import BirdClassifier
+    from birdvision.training.module import BirdClassifier
 
     rec = realdata / "audio" / "himalayan_bulbul" / "himalayan_bulbul_recording_2.mp3"
     x, src = sf.read(rec, dtype="float32", always_2d=True)

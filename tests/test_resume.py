@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from birdvision.fit import main
-from birdvision.module import OneCycle
-from birdvision.runs import RunError, resume_checkpoint, run_lock
+from birdvision.runs.folders import RunError, resume_checkpoint, run_lock
+from birdvision.training.module import OneCycle
 from tests.conftest import fit_args
 
 
@@ -246,7 +246,7 @@ def test_help_shows_the_ranges(capsys):
 
 
 def test_lightning_loader_does_not_unpickle_code(tmp_path: Path):
-    from birdvision.module import BirdClassifier
+    from birdvision.training.module import BirdClassifier
 
     marker = tmp_path / "pwned"
     torch.save({"hyper_parameters": _RunsCodeOnLoad(marker), "state_dict": {}}, tmp_path / "evil.ckpt")
@@ -282,7 +282,7 @@ def test_a_killed_runs_lock_is_waited_for_while_its_workers_exit(tmp_path: Path,
     import subprocess
     import threading
 
-    import birdvision.runs as runs
+    import birdvision.runs.folders as runs
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = int(gone.stdout)  # a process that has exited: the run's killed main process

@@ -8,7 +8,7 @@ from birdvision.data.datamodule import BirdDataModule
 from birdvision.data.manifest import manifest_digest
 from birdvision.fit import build_module, build_trainer
 from birdvision.fit import main as fit_main
-from birdvision.tune import find_lr
+from birdvision.training.lr_find import find_lr
 from tests.conftest import fit_args
 
 

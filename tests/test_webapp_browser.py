@@ -143,9 +143,9 @@ def _photos(demo: Path, folder: Path) -> tuple[dict[str, Path], dict[str, Path]]
 def test_page_classifies_photos_like_predict(tmp_path, demo_photos):
     tools = browser_tools()
     from birdvision import load
-    from birdvision.checkpoint import update_hparams
     from birdvision.data.photos.decode import load_rgb
     from birdvision.export import main as export_main
+    from birdvision.runs.checkpoint import update_hparams
     from tests._bird_runs import make_run
 
     run = make_run(tmp_path / "run", demo_photos, head_scale=1000.0)  # decisive: best probabilities 0.6 to 1

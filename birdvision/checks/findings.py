@@ -1,7 +1,7 @@
 """Findings: one row per (file, issue) with the action taken, written as ``findings.csv``.
 
 ``findings.csv`` is for people and spreadsheets: text cells are spreadsheet-safe and
-:func:`read_findings` undoes that (:mod:`birdvision.artifacts`).
+:func:`read_findings` undoes that (:mod:`birdvision.runs.artifacts`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from birdvision.artifacts import from_spreadsheet, open_text, spreadsheet_safe, write_text
+from birdvision.runs.artifacts import from_spreadsheet, open_text, spreadsheet_safe, write_text
 
 COLUMNS = ("path", "split", "label", "issue", "score", "related_path", "action", "detail")
 

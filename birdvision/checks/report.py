@@ -12,8 +12,8 @@ import html
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from birdvision.artifacts import for_people
 from birdvision.data.manifest import SPLITS
+from birdvision.runs.artifacts import for_people
 
 if TYPE_CHECKING:
     from birdvision.checks.run import AuditResult

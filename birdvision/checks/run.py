@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from birdvision import __version__
-from birdvision.artifacts import write_json, write_text
 from birdvision.checks.cache import ScanCache
 from birdvision.checks.duplicates import Duplicates, find_duplicates
 from birdvision.checks.findings import Finding, write_findings
@@ -31,6 +30,7 @@ from birdvision.checks.report import render_report
 from birdvision.checks.scan import ScanSettings, ScanStats, scan_all
 from birdvision.data.manifest import SPLITS, Sample, write_manifest
 from birdvision.data.splits import assign_splits
+from birdvision.runs.artifacts import write_json, write_text
 
 log = logging.getLogger("birdvision.audit")
 

@@ -7,7 +7,7 @@ input folders all list files here. Symlinks are followed, but a link that loops
 regular file (a FIFO would block the first read forever; sockets and devices are no
 data) and a folder that cannot be listed. Hidden entries (a leading dot) are counted,
 never listed. Names that are not valid UTF-8 arrive as surrogate escapes and are kept as
-they are (:mod:`birdvision.artifacts` says how they are written).
+they are (:mod:`birdvision.runs.artifacts` says how they are written).
 
 Lists of files (``birds.csv``, a manifest) must name files inside their data root:
 :func:`outside_root` resolves symlinks and ``..`` before it compares.

@@ -8,7 +8,7 @@ that holds the manifest.
 
 Paths are written as the exact bytes of the name on disk and cells that a spreadsheet
 would run as a formula get a leading ``'``; :func:`read_manifest` undoes both
-(:mod:`birdvision.artifacts`), so a manifest always reads back to the samples written.
+(:mod:`birdvision.runs.artifacts`), so a manifest always reads back to the samples written.
 A label must be a line of text (:func:`label_problem`): it ends up in ``labels.txt``,
 one class per line, on every device that runs an export.
 """
@@ -24,7 +24,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from birdvision.artifacts import from_spreadsheet, open_text, spreadsheet_safe, write_text
+from birdvision.runs.artifacts import from_spreadsheet, open_text, spreadsheet_safe, write_text
 
 SPLITS = ("train", "valid", "test")
 STATUSES = ("ok", "flagged", "dropped")

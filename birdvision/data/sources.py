@@ -17,10 +17,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from birdvision.artifacts import open_text
 from birdvision.data.files import file_problem, list_folder, outside_root, walk_files
 from birdvision.data.manifest import SPLITS, DataSourceError, ManifestError, Sample, label_problem, read_manifest
 from birdvision.data.photos.decode import IMAGE_SUFFIXES
+from birdvision.runs.artifacts import open_text
 
 log = logging.getLogger(__name__)
 

@@ -324,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 when every gated platform agrees enough, 1 when one does not, 2 for a user error."""
     from rich.markup import escape
 
-    from birdvision.artifacts import OutputError, check_output_file, write_json
-    from birdvision.checkpoint import CheckpointError
     from birdvision.config import ConfigError, parse_cli
     from birdvision.console import console, run_cli, setup_logging
+    from birdvision.runs.artifacts import OutputError, check_output_file, write_json
+    from birdvision.runs.checkpoint import CheckpointError
 
     def body() -> int:
         cfg = parse_cli(AppParityCli, argv, preset_key="preset", preset_dir="export_presets",

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from birdvision.artifacts import atomic_path
 from birdvision.exporting import ExportError
+from birdvision.runs.artifacts import atomic_path
 from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger(__name__)

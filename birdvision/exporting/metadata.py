@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from birdvision import __version__
-from birdvision.artifacts import sha256_file
-from birdvision.checkpoint import CheckpointError, check_meta
+from birdvision.runs.artifacts import sha256_file
+from birdvision.runs.checkpoint import CheckpointError, check_meta
 from birdvision.spec import from_dict as spec_from_dict
 
 if TYPE_CHECKING:  # the predict path reads metadata through ONNX Runtime and never imports onnx (1.5 s)
@@ -84,7 +84,7 @@ def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> onnx.ModelProt
 def parse_metadata(raw: dict[str, str], source: str | Path = "the model") -> dict[str, Any]:
     """Metadata strings -> values (classes list, preprocess / thresholds / abstain dicts, temperature float).
 
-    A value that does not parse is a :class:`~birdvision.checkpoint.CheckpointError` naming ``source``.
+    A value that does not parse is a :class:`~birdvision.runs.checkpoint.CheckpointError` naming ``source``.
     """
     out: dict[str, Any] = dict(raw)
     for k in JSON_KEYS:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from birdvision.artifacts import write_json
 from birdvision.data.photos.decode import batches_by_size
 from birdvision.exporting import ParityError
+from birdvision.runs.artifacts import write_json
 from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger(__name__)

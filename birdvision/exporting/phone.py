@@ -219,7 +219,7 @@ def export_tflite(module: nn.Module, example: torch.Tensor, path: Path, *, int8:
                   method: str = "histogram", symmetric_activations: bool = False) -> Path:
     import litert_torch
 
-    from birdvision.artifacts import atomic_path
+    from birdvision.runs.artifacts import atomic_path
 
     kw: dict[str, Any] = {}
     if int8:
@@ -239,7 +239,7 @@ def export_pte(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    from birdvision.artifacts import atomic_path
+    from birdvision.runs.artifacts import atomic_path
 
     try:
         with torch.no_grad():

@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 
 from birdvision import __version__
-from birdvision.artifacts import check_output_dir, sha256_file, write_json, write_text
-from birdvision.checkpoint import checkpoint_meta, load_classifier
 from birdvision.exporting import FORMATS, ExportError, ParityError, graphs
 from birdvision.exporting.metadata import MODEL_JSON, build_metadata, input_card, model_card, set_metadata
 from birdvision.exporting.options import ExportConfig, check_options
 from birdvision.exporting.parity import Reference, Thresholds, gate, net_inputs_of, reference
 from birdvision.exporting.phone import PHONE_FORMATS, missing
 from birdvision.exporting.runtime import make_session
-from birdvision.exporting.samples import input_set, run_dir_of
+from birdvision.exporting.samples import input_set
 from birdvision.models import get_spec
-from birdvision.runs import find_checkpoint
+from birdvision.runs.artifacts import check_output_dir, sha256_file, write_json, write_text
+from birdvision.runs.checkpoint import open_checkpoint
+from birdvision.runs.folders import export_dir_of, find_checkpoint
 from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,10 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     formats = resolve_formats(cfg.format)
     check_options(cfg)
     ckpt = find_checkpoint(cfg.ckpt)
-    out = Path(cfg.output_dir) if cfg.output_dir else run_dir_of(ckpt) / "export"
+    out = Path(cfg.output_dir) if cfg.output_dir else export_dir_of(ckpt)
     check_output_dir(out)
-    meta = checkpoint_meta(ckpt)
-    model = load_classifier(ckpt)
+    checkpoint = open_checkpoint(ckpt)  # read once
+    meta, model = checkpoint.meta, checkpoint.classifier()
     pre_spec = dict(meta["preprocess"])
     spec = spec_from_dict(pre_spec)
     audio = spec.is_audio

@@ -42,7 +42,6 @@ def open_export(path: str | Path, *, threads: int = 0, providers: list[str] | No
     """(session, metadata) of a birdvision export, refusing with one CheckpointError a file that is missing,
     empty, not ONNX / ORT, truncated, or whose metadata is damaged or does not describe its graph, and one
     that a ``model.json`` beside it does not describe (other labels, another run, another file's SHA-256)."""
-    from birdvision.checkpoint import CheckpointError
     from birdvision.exporting.metadata import (
         MODEL_JSON,
         check_export,
@@ -50,6 +49,7 @@ def open_export(path: str | Path, *, threads: int = 0, providers: list[str] | No
         parse_metadata,
         read_model_json,
     )
+    from birdvision.runs.checkpoint import CheckpointError
 
     p = Path(path)
     if not p.is_file():

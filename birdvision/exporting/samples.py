@@ -23,7 +23,7 @@ import numpy as np
 from birdvision.data.manifest import ManifestError, Sample, read_manifest
 from birdvision.data.photos.decode import IMAGE_SUFFIXES, ImageLoadError, as_rgb_array, load_rgb
 from birdvision.exporting import ExportError
-from birdvision.runs import CHECKPOINTS
+from birdvision.runs.folders import run_dir_of
 from birdvision.spec import AudioSpec
 from birdvision.spec import from_dict as spec_from_dict
 
@@ -43,11 +43,6 @@ class InputSet:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def run_dir_of(ckpt: Path) -> Path:
-    """The run folder a checkpoint belongs to (``RUN/checkpoints/x.ckpt`` -> ``RUN``)."""
-    return ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent
 
 
 def _folder_samples(folder: Path, classes: list[str]) -> list[Sample]:
@@ -77,7 +72,7 @@ def find_samples(ckpt: Path, *, split: str, data: str | None, classes: list[str]
                 samples = [s for s in samples if s.split == split]
             origin = str(p)
         else:
-            run = run_dir_of(ckpt)
+            run = run_dir_of(ckpt) or ckpt.parent  # a loose checkpoint: the manifest beside it
             manifest = run / "manifest.csv"
             if not manifest.is_file():
                 raise ExportError(f"{run} has no manifest.csv to take {split} samples from; pass parity.data=FOLDER")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from birdvision.artifacts import atomic_path, write_text
 from birdvision.exporting.graphs import NET_INPUT
+from birdvision.runs.artifacts import atomic_path, write_text
 from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger(__name__)

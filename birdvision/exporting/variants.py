@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from birdvision.artifacts import atomic_path
 from birdvision.exporting import ExportError
 from birdvision.exporting.graphs import NET_INPUT
 from birdvision.exporting.options import CALIBRATION_METHODS
+from birdvision.runs.artifacts import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 import torchvision
 
-from birdvision.artifacts import sha256_file
 from birdvision.models.registry import BackboneSpec
+from birdvision.runs.artifacts import sha256_file
 
 
 class WeightsUnavailableError(RuntimeError):

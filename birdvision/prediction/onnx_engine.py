@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from birdvision.checkpoint import CheckpointError
 from birdvision.prediction.predictor import Predictor
+from birdvision.runs.checkpoint import CheckpointError
 
 
 class OnnxPredictor(Predictor):

@@ -8,12 +8,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from birdvision.artifacts import check_output_file
 from birdvision.prediction import PredictError
 from birdvision.prediction.journal import journal_path_for
 from birdvision.prediction.mic import is_stream
 from birdvision.prediction.tables import DEFAULT_MIN_CONFIDENCE
-from birdvision.runs import RunError, find_checkpoint
+from birdvision.runs.artifacts import check_output_file
+from birdvision.runs.folders import RunError, find_checkpoint
 
 
 def thresholds_in_use(predictor: Any) -> str:

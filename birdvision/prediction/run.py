@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from birdvision.artifacts import sha256_file
 from birdvision.data.audio.io import AudioError, info
 from birdvision.data.photos.decode import ImageLoadError
 from birdvision.prediction import PredictError
@@ -43,7 +42,8 @@ from birdvision.prediction.tables import (
     write_table,
 )
 from birdvision.prediction.windows import StreamNotes, WindowGrid, stream_windows
-from birdvision.runs import find_checkpoint
+from birdvision.runs.artifacts import sha256_file
+from birdvision.runs.folders import find_checkpoint
 
 log = logging.getLogger("birdvision.predict")
 

@@ -45,7 +45,6 @@ from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
-from birdvision.artifacts import write_text
 from birdvision.data.audio.io import AudioError, input_span, read_range
 from birdvision.prediction import PredictError
 from birdvision.prediction.options import PCM_FORMATS, check_options, pcm_format
@@ -53,6 +52,7 @@ from birdvision.prediction.outputs import check_outputs, log_header, log_path_fo
 from birdvision.prediction.prefetch import prefetch
 from birdvision.prediction.tables import Row, predictions_csv, raven_band, raven_table
 from birdvision.prediction.windows import StreamNotes, WindowGrid
+from birdvision.runs.artifacts import write_text
 
 log = logging.getLogger("birdvision.predict")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birdvision.artifacts import spreadsheet_safe, write_text
+from birdvision.runs.artifacts import spreadsheet_safe, write_text
 
 AUDIO_COLUMNS = ["file", "start_s", "end_s", "species", "confidence"]
 PHOTO_COLUMNS = ["file", "species", "confidence"]
@@ -122,7 +122,7 @@ def _fmt_time(t: float | None) -> str:
 def predictions_csv(rows: Sequence[Row], *, audio: bool, header: bool = True) -> str:
     """The predictions table as CSV text (times in seconds to the millisecond, confidence to 4 places).
 
-    File names and species are spreadsheet-safe (:func:`birdvision.artifacts.spreadsheet_safe`).
+    File names and species are spreadsheet-safe (:func:`birdvision.runs.artifacts.spreadsheet_safe`).
     ``header=False``: the rows only (a live stream appends them as windows complete).
     """
     buf = io.StringIO()

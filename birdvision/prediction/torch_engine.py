@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from birdvision.checkpoint import CheckpointError, checkpoint_meta, load_classifier
 from birdvision.prediction.onnx_engine import OnnxPredictor
 from birdvision.prediction.predictor import Predictor
-from birdvision.runs import find_checkpoint
+from birdvision.runs.checkpoint import CheckpointError, open_checkpoint
 from birdvision.spec import from_dict as spec_from_dict
 
 
@@ -66,9 +65,8 @@ class BareOnnxPredictor(OnnxPredictor):
 
 def load_checkpoint(path: str | Path, *, threads: int = 0) -> TorchPredictor:
     """A :class:`TorchPredictor` from a ``.ckpt`` or a run folder (its best checkpoint)."""
-    ckpt = find_checkpoint(Path(path).expanduser())
-    meta = checkpoint_meta(ckpt)
-    model = load_classifier(ckpt)
+    checkpoint = open_checkpoint(Path(path).expanduser())  # read once
+    ckpt, meta, model = checkpoint.path, checkpoint.meta, checkpoint.classifier()
     if threads > 0:
         torch.set_num_threads(threads)
     return TorchPredictor(source=ckpt, classes=meta["classes"], preprocess=meta["preprocess"],

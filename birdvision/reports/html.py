@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from birdvision.artifacts import for_people, from_spreadsheet, open_text, write_text
 from birdvision.reports import plots
+from birdvision.runs.artifacts import for_people, from_spreadsheet, open_text, write_text
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def write_run_report(run_dir: str | Path) -> Path:
     """Write ``RUN/report.html`` (atomically) and return its path."""
     run = Path(run_dir)
     if not run.is_dir():
-        from birdvision.runs import RunError
+        from birdvision.runs.folders import RunError
 
         raise RunError(f"run folder {run} does not exist")
     return write_text(run / "report.html", render_run_report(run))

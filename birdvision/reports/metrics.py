@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birdvision.artifacts import for_people, spreadsheet_safe, write_text
+from birdvision.runs.artifacts import for_people, spreadsheet_safe, write_text
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -123,7 +123,7 @@ def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
     """Rows as CSV text; the header comes from ``columns`` or the first row's keys.
 
     Text cells are spreadsheet-safe (a class named ``=cmd|...`` is no formula), see
-    :func:`birdvision.artifacts.spreadsheet_safe`.
+    :func:`birdvision.runs.artifacts.spreadsheet_safe`.
     """
     buf = io.StringIO()
     cols = columns or (list(rows[0]) if rows else [])

@@ -16,8 +16,8 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from birdvision.artifacts import atomic_path, for_people
 from birdvision.reports.calibration import ReliabilityBins
+from birdvision.runs.artifacts import atomic_path, for_people
 
 DPI = 100
 

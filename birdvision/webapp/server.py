@@ -46,9 +46,9 @@ class WebappError(ValueError):
 def model_folder(path: str | Path) -> Path:
     """The export folder to serve: ``path`` itself, or the folder of a ``model.onnx`` / ``model.json`` given
     instead. It must hold both files, and the page must be able to feed the model."""
-    from birdvision.checkpoint import CheckpointError
     from birdvision.exporting.metadata import read_model_json
     from birdvision.exporting.runtime import open_export
+    from birdvision.runs.checkpoint import CheckpointError
 
     p = Path(path).expanduser()
     if p.is_file() and p.name in MODEL_FILES:

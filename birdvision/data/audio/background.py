@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from birdvision.artifacts import atomic_path, sha256_file
 from birdvision.data.audio.io import NON_AUDIO_SUFFIXES, AudioError, RecordingProblem, load, probe
 from birdvision.data.files import walk_files
 from birdvision.data.manifest import Sample
+from birdvision.runs.artifacts import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 
-from birdvision.artifacts import sha256_file
 from birdvision.data.audio.dsp import butter_highpass_sos, resample_poly, sosfiltfilt
 from birdvision.data.files import list_folder, walk_files
 from birdvision.data.manifest import Sample, label_problem
+from birdvision.runs.artifacts import sha256_file
 
 log = logging.getLogger(__name__)
 

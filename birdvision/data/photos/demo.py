@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from birdvision.artifacts import write_text
+from birdvision.runs.artifacts import write_text
 
 SPECIES = [
     ("CRIMSON DEMO FINCH", (200, 30, 40), (90, 10, 20), 0.25),

@@ -38,10 +38,10 @@ try:
 except ImportError as e:  # the [shards] extra
     raise ImportError("shards need LitData: pip install -e \".[shards]\" (or pip install litdata)") from e
 
-from birdvision.artifacts import write_json
 from birdvision.console import progress_bar
 from birdvision.data.manifest import DataSourceError, Sample, class_list, manifest_digest, write_manifest
 from birdvision.data.photos.decode import ImageLoadError, load_rgb
+from birdvision.runs.artifacts import write_json
 
 log = logging.getLogger(__name__)
 

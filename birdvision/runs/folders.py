@@ -11,6 +11,7 @@ import contextlib
 import csv
 import fcntl
 import io
+import json
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from birdvision.artifacts import remove_stale_temporaries, write_text
+from birdvision.runs.artifacts import remove_stale_temporaries, write_text
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,10 @@ def resume_checkpoint(run_dir: Path) -> Path | None:
 
 
 def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` looks like a birdvision run folder (its config and a checkpoints folder)."""
-    return (path / "config.yaml").is_file() and (path / CHECKPOINTS).is_dir()
+    """Whether ``path`` looks like a birdvision run folder: a checkpoints folder, or a finished run's summary
+    beside its config (a run whose checkpoints were moved away)."""
+    path = Path(path)
+    return (path / CHECKPOINTS).is_dir() or ((path / "summary.json").is_file() and (path / "config.yaml").is_file())
 
 
 def resolve_resume(resume: str, output_dir: str | Path, recipe: str) -> tuple[Path | None, Path]:
@@ -190,9 +193,75 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def run_dir_of(checkpoint: Path) -> Path | None:
-    """The run folder a checkpoint file belongs to, or None for a loose file."""
+    """The run folder a checkpoint file belongs to (``RUN/checkpoints/x.ckpt`` -> ``RUN``), or None for a loose
+    file. The one answer to "which run is this?" for every command."""
     run = Path(checkpoint).parent.parent
-    return run if Path(checkpoint).parent.name == CHECKPOINTS and is_run_dir(run) else None
+    return run if Path(checkpoint).parent.name == CHECKPOINTS and run.is_dir() else None
+
+
+def export_dir_of(checkpoint: Path) -> Path:
+    """Where a checkpoint's exports go by default: ``RUN/export``, or ``export/`` beside a loose file."""
+    return (run_dir_of(checkpoint) or Path(checkpoint).parent) / "export"
+
+
+def read_run_json(path: Path) -> dict:
+    """A run's JSON record (``summary.json``, ``eval/metrics.json``), {} when it does not exist; a damaged one is
+    a :class:`RunError` (a table built without it would silently lose its numbers)."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
+        raise RunError(f"{path} is damaged ({str(e)[:120]}); repair or remove it, then try again") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} is damaged (a JSON {type(data).__name__}, not an object); repair or remove it")
+    return data
+
+
+def read_json_record(path: Path) -> dict | None:
+    """A JSON record that can be made again (an export's ``export.json``, ``parity.json``): None when missing
+    or damaged (logged), so the caller redoes the work instead of failing."""
+    try:
+        return read_run_json(path) or None
+    except RunError as e:
+        log.warning("ignoring %s", e)
+        return None
+
+
+def _newest_per_recipe(root: Path) -> list[Path]:
+    """The newest run with a checkpoint of each recipe under ``root`` (``root/<recipe>/<timestamp>`` or deeper)."""
+    found: dict[str, Path] = {}
+    for d in sorted(p for p in root.rglob("*") if p.is_dir() and is_run_dir(p)):
+        if not any((d / CHECKPOINTS).glob("*.ckpt")):
+            log.warning("skipping %s: no checkpoints", d)
+            continue
+        recipe = d.parent.name
+        # Timestamps sort as text (YYYYmmdd-HHMMSS[-n]); the last one is the newest.
+        if recipe not in found or d.name > found[recipe].name:
+            found[recipe] = d
+    return [found[k] for k in sorted(found)]
+
+
+def resolve_runs(spec: str) -> list[Path]:
+    """Run folders from a comma-separated list: each entry is a run folder or a folder of runs (newest per recipe)."""
+    out: list[Path] = []
+    for raw in (s.strip() for s in spec.split(",")):
+        if not raw:
+            continue
+        p = Path(raw).expanduser()
+        if not p.is_dir():
+            raise RunError(f"runs: {p} is not a folder")
+        if is_run_dir(p):
+            find_checkpoint(p)  # a one-line error when the run has no checkpoint
+            out.append(p)
+            continue
+        runs = _newest_per_recipe(p)
+        if not runs:
+            raise RunError(f"runs: no run folder with checkpoints under {p} (expected RECIPE/TIMESTAMP/checkpoints/*.ckpt)")
+        out += runs
+    if not out:
+        raise RunError("runs=DIR[,DIR...] names no run folder")
+    return list(dict.fromkeys(p.resolve() for p in out))
 
 
 # ----------------------------------------------------------------------------- metrics history

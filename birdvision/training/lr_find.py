@@ -21,7 +21,7 @@ from lightning.pytorch.tuner import Tuner
 
 from birdvision.reports.plots import lr_find_figure, save_figure
 
-log = logging.getLogger("birdvision.tune")
+log = logging.getLogger("birdvision.training.lr_find")
 
 MIN_POINTS = 20  # fewer recorded rates than this give a noise-driven suggestion; keep the recipe's rate
 

@@ -31,10 +31,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from birdvision import __version__
-from birdvision.artifacts import atomic_path, sha256_file
 from birdvision.console import progress_bar
 from birdvision.models.factory import get_module
 from birdvision.models.registry import get_spec
+from birdvision.runs.artifacts import atomic_path, sha256_file
 from birdvision.spec import from_dict as spec_from_dict
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import lightning as L
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
 from birdvision.models import split_parameters
-from birdvision.module import BirdClassifier, freeze_batchnorm
+from birdvision.training.module import BirdClassifier, freeze_batchnorm
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,13 @@ checks (which exported ONNX models go through too) run in a process without it.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from birdvision.artifacts import atomic_path
-from birdvision.runs import RunError, find_checkpoint, run_dir_of, run_lock
-from birdvision.spec import as_float, as_int, float_field
+from birdvision.runs.artifacts import atomic_path
+from birdvision.runs.folders import RunError, find_checkpoint, run_dir_of, run_lock
+from birdvision.spec import Spec, as_float, as_int, float_field
 from birdvision.spec import from_dict as spec_from_dict
 
 if TYPE_CHECKING:
@@ -157,17 +158,52 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ck
 
 
+@dataclass
+class Checkpoint:
+    """A checkpoint read once (:func:`open_checkpoint`): its file, its checked hyperparameters and typed
+    preprocessing spec, and the classifier built from the weights already in memory."""
+
+    path: Path
+    raw: dict[str, Any]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The hyperparameters (classes, preprocess spec, backbone, temperature, decisions, ...)."""
+        return dict(self.raw["hyper_parameters"])
+
+    @property
+    def spec(self) -> Spec:
+        return spec_from_dict(self.raw["hyper_parameters"]["preprocess"])
+
+    @property
+    def run_dir(self) -> Path | None:
+        return run_dir_of(self.path)
+
+    def classifier(self, map_location: str | torch.device = "cpu"):
+        """A :class:`BirdClassifier` in eval mode, without fetching pretrained weights."""
+        return _build_classifier(self.path, self.raw, map_location)
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """Find (a run folder's best), read and check a checkpoint once; every command reads its model through this."""
+    p = find_checkpoint(path)
+    return Checkpoint(p, read_checkpoint(p))
+
+
 def checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """The hyperparameters of a checkpoint (classes, preprocess spec, backbone, temperature, ...)."""
-    return dict(read_checkpoint(path)["hyper_parameters"])
+    return open_checkpoint(path).meta
 
 
-def load_classifier(path: str | Path, map_location: str | torch.device = "cpu"):
+def load_classifier(path: str | Path | Checkpoint, map_location: str | torch.device = "cpu"):
     """A :class:`BirdClassifier` in eval mode from a checkpoint, without fetching pretrained weights."""
-    from birdvision.module import BirdClassifier
+    ck = path if isinstance(path, Checkpoint) else open_checkpoint(path)
+    return ck.classifier(map_location)
 
-    p = find_checkpoint(path)
-    ck = read_checkpoint(p)
+
+def _build_classifier(p: Path, ck: dict[str, Any], map_location: str | torch.device):
+    from birdvision.training.module import BirdClassifier
+
     hp = dict(ck["hyper_parameters"])
     try:
         model = BirdClassifier(**hp, load_weights=False)
