@@ -21,6 +21,7 @@ from birdvision.data.photos.decode import ImageLoadError
 from birdvision.evaluation import EvaluationError
 from birdvision.evaluation.evaluator import evaluate_checkpoint
 from birdvision.evaluation.samples import default_output_dir
+from birdvision.reports.metrics import metric_key
 from birdvision.runs.artifacts import OutputError, check_output_file
 from birdvision.runs.folders import RunError, find_checkpoint, run_dir_of
 
@@ -65,7 +66,8 @@ def run(cfg: Any) -> dict[str, Any]:
         batch_size=cfg.batch_size, num_workers=cfg.num_workers, top_losses=cfg.top_losses, device=cfg.device,
         threshold=cfg.threshold,
     )
-    keys = ("split", "items", "top1", "top5", "macro_f1", "ece", "ece_calibrated", "ece_crossfit", "temperature",
+    stage = [metric_key(cfg.split, k) for k in ("acc", "acc5", "f1", "ece", "ece_calibrated", "ece_crossfit")]
+    keys = ("split", "items", *stage, "temperature",
             "thresholds/fpr_pooled", "thresholds/recall_macro", "thresholds/background_silent",
             "nocall/generated_silent", "presence/threshold", "presence/call_windows_with_row", "abstain/threshold",
             "abstain/auroc_generated", "abstain/auroc_folder")

@@ -36,6 +36,7 @@ from birdvision.data.pipeline import Pipeline
 from birdvision.data.splits import LeakageError
 from birdvision.evaluation import EvaluationError
 from birdvision.models import WeightsUnavailableError, get_spec
+from birdvision.reports.metrics import metric_key
 from birdvision.runs.artifacts import atomic_path, write_json
 from birdvision.runs.checkpoint import read_checkpoint
 from birdvision.runs.folders import (
@@ -493,12 +494,15 @@ def _run_in(cfg: DictConfig, run_dir: Path, pipe: Pipeline, digest: str, module:
             batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, num_workers=cfg.data.num_workers,
             logits_fn=logits_fn, threshold=cfg.threshold,
         )
-        summary.update({"eval/split": split, "eval/top1": ev["top1"], "eval/ece": ev["ece"], "eval/ece_calibrated": ev["ece_calibrated"],
-                        "temperature": ev["temperature"]})
-        summary.update({f"eval/{k}": ev[k] for k in ("ece_crossfit", "top1_species", "thresholds/fpr_pooled", "thresholds/recall_macro",
-                                                     "thresholds/background_silent", "nocall/generated_silent",
-                                                     "abstain/threshold",
-                                                     "abstain/auroc_generated") if ev.get(k) is not None})
+        # evaluate's numbers under their stage/metric keys; a key the trainer logged keeps the trainer's value
+        # (test/acc: the same weights, equal by test; val/acc: the last epoch's, not best.ckpt's)
+        stage_keys = [metric_key(split, k) for k in ("acc", "acc5", "f1", "ece", "ece_calibrated", "ece_crossfit",
+                                                      "acc_species")]
+        summary.update({"evaluated_split": split, "temperature": ev["temperature"]})
+        summary.update({k: ev[k] for k in (*stage_keys, "thresholds/fpr_pooled", "thresholds/recall_macro",
+                                            "thresholds/background_silent", "nocall/generated_silent",
+                                            "abstain/threshold", "abstain/auroc_generated")
+                        if ev.get(k) is not None and k not in summary})
     write_json(run_dir / "summary.json", summary)
     from birdvision.reports.html import write_run_report
 

@@ -44,7 +44,7 @@ def test_per_class_table_consistent_with_confusion_matrix():
     assert rows["c"].most_confused_with == "b" and rows["c"].confused_count == 2
     assert rows["d"].support == 0 and rows["d"].most_confused_with == ""
     macro = M.macro_scores(list(rows.values()))
-    assert macro["macro_recall"] == pytest.approx((0.5 + 0.5 + 1 / 3) / 3)  # d (no samples) left out
+    assert macro["recall"] == pytest.approx((0.5 + 0.5 + 1 / 3) / 3)  # d (no samples) left out
     pairs = M.confused_pairs(cm, classes)
     assert (pairs[0].true, pairs[0].predicted, pairs[0].count) == ("c", "b", 2)
     assert sum(p.count for p in pairs) == cm.sum() - np.trace(cm)
@@ -84,7 +84,8 @@ def test_evaluate_cli_writes_metrics_plots_and_stores_temperature(run_copy, caps
     pngs, csvs = list(out.glob("*.png")), list(out.glob("*.csv"))
     assert len(pngs) >= 3 and len(csvs) >= 1
     m = json.loads((out / "metrics.json").read_text())
-    for key in ("top1", "top5", "macro_precision", "macro_recall", "macro_f1", "ece", "ece_calibrated", "temperature"):
+    for key in ("test/acc", "test/acc5", "test/precision", "test/recall", "test/f1", "test/ece", "test/ece_calibrated",
+                "temperature"):
         assert key in m
     assert m["temperature_fitted"] and m["calibration_split"] == "valid"
     ckpt = run_copy / "checkpoints" / "best.ckpt"
@@ -94,10 +95,10 @@ def test_evaluate_cli_writes_metrics_plots_and_stores_temperature(run_copy, caps
     assert sum(int(r["support"]) for r in rows) == m["items"] == 12  # demo_photos: 3 species x 4 test photos
     # top-1 from the table equals the reported one: correct = sum of recall x support
     correct = sum(float(r["recall"]) * int(r["support"]) for r in rows)
-    assert correct / m["items"] == pytest.approx(m["top1"])
+    assert correct / m["items"] == pytest.approx(m["test/acc"])
     with open(out / "predictions.csv") as f:
         preds = list(csv.DictReader(f))
-    assert sum(p["true"] == p["predicted"] for p in preds) / len(preds) == pytest.approx(m["top1"])
+    assert sum(p["true"] == p["predicted"] for p in preds) / len(preds) == pytest.approx(m["test/acc"])
     report = (run_copy / "report.html").read_text()
     assert "data:image/png;base64," in report and "Evaluation" in report
     assert "http://" not in report and "https://" not in report and "<script" not in report
@@ -186,3 +187,13 @@ def test_call_models_run_the_mel_frontend_and_show_spectrograms(tmp_path):
     assert images[0].ndim == 2 and images[0].shape[0] == 32  # (n_mels, frames)
     path = save_figure(top_losses_figure(images, ["a", "b"], spectrogram=True), tmp_path / "t.png")
     assert path.stat().st_size > 1000
+
+
+def test_split_metrics_are_stage_keys_and_old_files_still_read():
+    from birdvision.reports.metrics import metric_key, split_metric
+
+    assert metric_key("valid", "acc") == "val/acc" and metric_key("test", "ece") == "test/ece"
+    new = {"split": "valid", "val/acc": 0.9, "val/f1": 0.8}
+    old = {"split": "test", "top1": 0.7, "macro_f1": 0.6, "ece": 0.05}  # metrics.json written before stage keys
+    assert split_metric(new, "acc") == 0.9 and split_metric(new, "f1") == 0.8 and split_metric(new, "ece") is None
+    assert split_metric(old, "acc") == 0.7 and split_metric(old, "f1") == 0.6 and split_metric(old, "ece") == 0.05

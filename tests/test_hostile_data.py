@@ -149,7 +149,7 @@ def test_no_test_split_means_no_test_result(tmp_path, caplog, how):
     assert s["samples"]["test"] == 0
     assert not [k for k in s if k.startswith("test/")], s
     assert s["test"] == "no test split"
-    assert s["eval/split"] == "valid" and "val/acc" in s
+    assert s["evaluated_split"] == "valid" and "val/acc" in s
     assert any("no test split" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
 

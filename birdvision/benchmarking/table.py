@@ -23,7 +23,7 @@ import torch
 
 from birdvision.benchmarking.timing import measure, pin_threads
 from birdvision.config import ConfigError
-from birdvision.reports.metrics import csv_text, markdown_table
+from birdvision.reports.metrics import csv_text, markdown_table, split_metric
 from birdvision.runs.artifacts import check_output_dir, write_text
 from birdvision.runs.checkpoint import Checkpoint, open_checkpoint
 from birdvision.runs.folders import read_run_json
@@ -32,7 +32,6 @@ log = logging.getLogger("birdvision.compare")
 
 COLUMNS = ["model", "recipe", "backbone", "mode", "best_val_acc", "test_acc", "test_source", "params_m", "weights_mb",
            "input", "ms_per_image", "ms_p90", "run"]
-LEGACY_TEST_ACC = "top1"  # eval/metrics.json key of runs evaluated before metric keys were split/metric
 
 
 def weights_bytes(ck: Checkpoint) -> int:
@@ -75,7 +74,7 @@ def run_accuracy(run: Path | None) -> dict[str, Any]:
     summary = read_run_json(run / "summary.json") if run else {}
     ev = read_run_json(run / "eval" / "metrics.json") if run else {}
     test_acc, source = summary.get("test/acc"), "fit" if summary.get("test/acc") is not None else ""
-    evaluated = ev.get("test/acc", ev.get(LEGACY_TEST_ACC)) if ev.get("split", "test") == "test" else None
+    evaluated = split_metric(ev, "acc") if ev.get("split", "test") == "test" else None  # old files: "top1"
     if evaluated is not None:
         test_acc, source = evaluated, "evaluate"
     return {"best_val_acc": summary.get("val/acc_best"), "test_acc": test_acc, "test_source": source,

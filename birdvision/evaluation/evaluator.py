@@ -187,6 +187,9 @@ def evaluate_checkpoint(
     cm = M.confusion_matrix(labels, preds, n)
     rows = M.per_class(cm, classes)
     pairs = M.confused_pairs(cm, classes, limit=100)
+    def key(name: str) -> str:  # stage/metric, as fit logs them: test/acc, val/ece
+        return M.metric_key(split, name)
+
     bins_raw = cal.reliability_bins(cal.softmax(logits), labels)
     bins_cal = cal.reliability_bins(cal.softmax(logits, temperature), labels) if temperature else None
     result: dict[str, Any] = {
@@ -198,19 +201,20 @@ def evaluate_checkpoint(
         "samples": len(evaluated),
         "num_classes": n,
         "classes_in_split": int(sum(1 for r in rows if r.support > 0)),
-        "top1": M.topk_accuracy(logits, labels, 1),
-        "top5": M.topk_accuracy(logits, labels, 5),
-        **M.macro_scores(rows),
-        "nll": cal.nll(logits, labels),
-        "ece": bins_raw.ece,
+        key("acc"): M.topk_accuracy(logits, labels, 1),
+        key("acc5"): M.topk_accuracy(logits, labels, 5),
+        **{key(k): v for k, v in M.macro_scores(rows).items()},  # macro precision, recall, F1
+        key("nll"): cal.nll(logits, labels),
+        key("ece"): bins_raw.ece,
         "temperature": temperature if temperature is not None else temperature_before,
         "temperature_fitted": temperature is not None,
         "temperature_previous": temperature_before,
-        "nll_calibrated": cal.nll(logits, labels, temperature) if temperature else None,
-        "ece_calibrated": bins_cal.ece if bins_cal else None,
+        key("nll_calibrated"): cal.nll(logits, labels, temperature) if temperature else None,
+        key("ece_calibrated"): bins_cal.ece if bins_cal else None,
         "calibration_split": "valid" if temperature is not None else None,
         "calibration_note": cal_note,
-        **crossfit(logits, labels, bins_raw.ece, bins_cal.ece if bins_cal else None, split),
+        **{key(k) if k.startswith("ece") else k: v
+           for k, v in crossfit(logits, labels, bins_raw.ece, bins_cal.ece if bins_cal else None, split).items()},
         "backbone": hp.get("backbone"),
         "recipe": hp.get("recipe"),
         "manifest_digest": hp.get("manifest_digest"),
@@ -218,7 +222,7 @@ def evaluate_checkpoint(
 
     if background in classes:
         species_items = labels != classes.index(background)
-        result["top1_species"] = (float(np.mean(preds[species_items] == labels[species_items]))
+        result[key("acc_species")] = (float(np.mean(preds[species_items] == labels[species_items]))
                                   if species_items.any() else None)
         result["background_class"] = background
         if chosen and species_items.any():  # what predict writes for the split's call windows (model decisions)

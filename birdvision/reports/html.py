@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from birdvision.reports import plots
+from birdvision.reports.metrics import split_metric
 from birdvision.runs.artifacts import for_people, from_spreadsheet, open_text, write_text
 
 log = logging.getLogger(__name__)
@@ -153,10 +154,11 @@ def _eval_section(d: Path) -> str:
     m = _read_json(d / "metrics.json") or {}
     parts = [f"<h2 id='{_esc(d.name)}'>Evaluation: {_esc(m.get('split', d.name))} split</h2>"]
     parts.append(_cards([
-        ("top-1 accuracy", m.get("top1")), ("top-5 accuracy", m.get("top5")),
-        ("macro precision", m.get("macro_precision")), ("macro recall", m.get("macro_recall")),
-        ("macro F1", m.get("macro_f1")), ("ECE (raw)", m.get("ece")), ("ECE (scaled)", m.get("ece_calibrated")),
-        ("ECE (in-split cross-fit)", m.get("ece_crossfit")), ("temperature", m.get("temperature")), ("items", m.get("items")),
+        ("top-1 accuracy", split_metric(m, "acc")), ("top-5 accuracy", split_metric(m, "acc5")),
+        ("macro precision", split_metric(m, "precision")), ("macro recall", split_metric(m, "recall")),
+        ("macro F1", split_metric(m, "f1")), ("ECE (raw)", split_metric(m, "ece")),
+        ("ECE (scaled)", split_metric(m, "ece_calibrated")), ("ECE (in-split cross-fit)", split_metric(m, "ece_crossfit")),
+        ("temperature", m.get("temperature")), ("items", m.get("items")),
     ]))
     parts.append(f"<p class='note'>data: {_esc(m.get('data', ''))}; checkpoint: {_esc(m.get('checkpoint', ''))}; "
                  f"classes in split: {_esc(m.get('classes_in_split', ''))} of {_esc(m.get('num_classes', ''))}</p>")

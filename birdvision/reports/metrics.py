@@ -79,6 +79,25 @@ def per_class(cm: np.ndarray, classes: list[str]) -> list[ClassRow]:
     return rows
 
 
+# Metric keys are ``stage/metric`` everywhere (as Lightning logs them during fit): the stage of a split is
+# train, val or test. Evaluation files written before this naming used bare names (``top1``, ``macro_f1``).
+STAGES = {"train": "train", "valid": "val", "test": "test"}
+LEGACY_NAMES = {"acc": "top1", "acc5": "top5", "precision": "macro_precision", "recall": "macro_recall",
+                "f1": "macro_f1", "acc_species": "top1_species"}
+
+
+def metric_key(split: str, name: str) -> str:
+    """``stage/name`` for a split's metric: ``metric_key("valid", "acc") == "val/acc"``."""
+    return f"{STAGES.get(split, split)}/{name}"
+
+
+def split_metric(m: dict, name: str):
+    """A split metric from an evaluation's ``metrics.json``, under its ``stage/name`` key or, in a file written
+    before that naming, its old bare name; None when absent."""
+    key = metric_key(str(m.get("split", "test")), name)
+    return m[key] if key in m else m.get(LEGACY_NAMES.get(name, name))
+
+
 def macro_scores(rows: list[ClassRow]) -> dict[str, float]:
     """Unweighted means over the classes present in the evaluated split.
 
@@ -87,11 +106,11 @@ def macro_scores(rows: list[ClassRow]) -> dict[str, float]:
     """
     present = [r for r in rows if r.support > 0]
     if not present:
-        return {"macro_precision": float("nan"), "macro_recall": float("nan"), "macro_f1": float("nan")}
+        return {"precision": float("nan"), "recall": float("nan"), "f1": float("nan")}
     return {
-        "macro_precision": float(np.mean([r.precision for r in present])),
-        "macro_recall": float(np.mean([r.recall for r in present])),
-        "macro_f1": float(np.mean([r.f1 for r in present])),
+        "precision": float(np.mean([r.precision for r in present])),
+        "recall": float(np.mean([r.recall for r in present])),
+        "f1": float(np.mean([r.f1 for r in present])),
     }
 
 
