@@ -15,13 +15,13 @@ from birdvision.data.audio import io as A
 from birdvision.data.audio.io import load
 from birdvision.data.audio.mel import MelFrontend
 from birdvision.predict import main
+from birdvision.prediction.grid import StreamNotes, WindowGrid, stream_windows
 from birdvision.prediction.inputs import find_inputs
 from birdvision.prediction.options import PredictConfig
 from birdvision.prediction.outputs import log_path_for
 from birdvision.prediction.predictor import Predictor
 from birdvision.prediction.run import predict_files
 from birdvision.prediction.tables import RAVEN_COLUMNS, Row, merge_runs, raven_table, top_rows
-from birdvision.prediction.windows import StreamNotes, WindowGrid, stream_windows
 
 SR = 32000
 
@@ -130,7 +130,7 @@ def test_two_hour_file_streams_in_bounded_memory(tmp_path, monkeypatch):
     with sf.SoundFile(p, "w", sr, 1, subtype="PCM_16") as f:
         for i in range(0, n, 600 * sr):
             f.write(tone(50 + i % 300, min(600, (n - i) / sr), sr))
-    import birdvision.prediction.windows as W
+    import birdvision.prediction.grid as W
 
     seen: list[int] = []
     real = W.stream_blocks

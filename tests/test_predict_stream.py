@@ -18,9 +18,9 @@ import pytest
 import soundfile as sf
 
 from birdvision.predict import main
+from birdvision.prediction.grid import StreamNotes, WindowGrid, stream_windows
 from birdvision.prediction.options import pcm_format
 from birdvision.prediction.stream import PcmNotes, PcmSpec, read_pcm, stream_windows_pcm
-from birdvision.prediction.windows import StreamNotes, WindowGrid, stream_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000  # the test model's rate

@@ -212,7 +212,7 @@ def test_page_classifies_recordings_window_by_window_like_predict(tmp_path):
     from birdvision import load
     from birdvision.data.manifest import Sample, write_manifest
     from birdvision.export import main as export_main
-    from birdvision.prediction.windows import WindowGrid, stream_windows
+    from birdvision.prediction.grid import WindowGrid, stream_windows
     from tests.conftest import tiny_calls_classifier
 
     m = tiny_calls_classifier(SR)  # 1 s windows, 300 Hz high-pass

@@ -1,6 +1,6 @@
 """Predict on files with any :class:`~birdvision.prediction.predictor.Predictor`: the loop, the problems, the log.
 
-Recordings are streamed window by window (:mod:`birdvision.prediction.windows`) and
+Recordings are streamed window by window (:mod:`birdvision.prediction.grid`) and
 windows from consecutive files share batches, so a folder of short clips runs at the
 same batch size as one long recording. Decoding (reading, resampling and high-passing
 the next block, or decoding the next photos) runs in a background thread a bounded
@@ -28,6 +28,7 @@ import numpy as np
 from birdvision.data.audio.io import AudioError, info
 from birdvision.data.photos.decode import ImageLoadError
 from birdvision.prediction import PredictError
+from birdvision.prediction.grid import StreamNotes, WindowGrid, stream_windows
 from birdvision.prediction.inputs import Inputs, find_inputs
 from birdvision.prediction.journal import Journal, Record, journal_path_for, result_settings
 from birdvision.prediction.mic import is_stream
@@ -41,7 +42,6 @@ from birdvision.prediction.tables import (
     raven_table,
     write_table,
 )
-from birdvision.prediction.windows import StreamNotes, WindowGrid, stream_windows
 from birdvision.runs.artifacts import sha256_file
 from birdvision.runs.folders import find_checkpoint
 

@@ -47,11 +47,11 @@ import numpy as np
 
 from birdvision.data.audio.io import AudioError, input_span, read_range
 from birdvision.prediction import PredictError
+from birdvision.prediction.grid import StreamNotes, WindowGrid
 from birdvision.prediction.options import PCM_FORMATS, check_options, pcm_format
 from birdvision.prediction.outputs import check_outputs, log_header, log_path_for
 from birdvision.prediction.prefetch import prefetch
 from birdvision.prediction.tables import Row, predictions_csv, raven_band, raven_table
-from birdvision.prediction.windows import StreamNotes, WindowGrid
 from birdvision.runs.artifacts import write_text
 
 log = logging.getLogger("birdvision.predict")
@@ -242,7 +242,7 @@ def stream_windows_pcm(chunks: Iterable[np.ndarray], spec: PcmSpec, grid: Window
     """After each chunk of frames, the windows it completed: ``[(start, valid, window)]`` in samples at the
     model's rate (new arrays; ``valid < grid.clip`` only for the zero-padded last window).
 
-    The same windows, starts and samples as :func:`birdvision.prediction.windows.stream_windows` gives for
+    The same windows, starts and samples as :func:`birdvision.prediction.grid.stream_windows` gives for
     a file holding the stream's frames. Raises :class:`PredictError` when the stream ends before a frame.
     """
     notes = notes if notes is not None else StreamNotes()
