@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m birdvision.bench``."""
 
     def body() -> int:
-        cfg = parse_cli(BenchConfig, argv, preset_key="preset", preset_dir="bench_presets", prog="birdvision.bench",
+        cfg = parse_cli(BenchConfig, argv, preset_key="preset", prog="birdvision.bench",
                         description="Latency/throughput of a model on PyTorch and ONNX Runtime (fp32/int8/fp16).")
         return run(cfg)
 

@@ -33,7 +33,7 @@ class CompareConfig:
     """Everything ``python -m birdvision.compare`` reads."""
 
     runs: str | None = None  # comma-separated run folders, or folders holding OUTPUT_DIR/<recipe>/<timestamp> runs
-    output_dir: str = "compare"
+    output_dir: str = "compare"  # compare.md and compare.csv go here
     threads: int = 0  # intra-op threads for every model; 0 = all cores
     iters: int = 20  # timed calls per model (after 3 warm-up calls)
     min_seconds: float = 1.0  # keep timing each model at least this long
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m birdvision.compare``."""
 
     def body() -> int:
-        cfg = parse_cli(CompareConfig, argv, preset_key="preset", preset_dir="compare_presets",
+        cfg = parse_cli(CompareConfig, argv, preset_key="preset",
                         prog="birdvision.compare",
                         description="Compare trained runs: accuracy, weights size and latency timed here, now.")
         run(cfg)

@@ -104,9 +104,9 @@ def validate(cfg: DictConfig, schema: Any, prefix: str = "") -> None:
 class AugmentConfig:
     """Photo augmentations for training only; evaluation resizes and normalises only."""
 
-    hflip: bool = True
+    hflip: bool = True  # mirror left-right half the time (birds face both ways)
     perspective: float = bounded(0.2, ge=0, le=1)  # distortion scale; 0 switches it off
-    rotation_deg: float = bounded(15.0, ge=0, le=180)
+    rotation_deg: float = bounded(15.0, ge=0, le=180)  # +- degrees; 0 switches it off
     affine_translate: float = bounded(0.1, ge=0, le=1)  # fraction of the image size; 0 switches it off
     affine_scale: float = bounded(0.1, ge=0, lt=1)  # +- scale change; 0 switches it off
 
@@ -115,16 +115,17 @@ class AugmentConfig:
 class MelConfig:
     """Mel spectrogram frontend (birdvision.data.audio.mel.MelFrontend); stored with every checkpoint and export."""
 
-    n_fft: int = bounded(2048, ge=16, le=65536)
+    n_fft: int = bounded(2048, ge=16, le=65536)  # FFT window in samples (64 ms at 32 kHz)
+    # samples between frames (16 ms at 32 kHz: 313 frames per 5 s window)
     hop_length: int = bounded(512, ge=1, le=65536)
-    n_mels: int = bounded(128, ge=1, le=1024)
-    f_min_hz: float = bounded(20.0, ge=0)
-    f_max_hz: float = bounded(16000.0, gt=0)
-    top_db: float | None = bounded(80.0, gt=0)
+    n_mels: int = bounded(128, ge=1, le=1024)  # mel bands: the spectrogram's height
+    f_min_hz: float = bounded(20.0, ge=0)  # lowest band edge
+    f_max_hz: float = bounded(16000.0, gt=0)  # highest band edge (at most sample_rate / 2)
+    top_db: float | None = bounded(80.0, gt=0)  # floor: dB below the reference kept; None = no floor
     ref: str = bounded("max", choices=("max", "fixed"))  # max: dB relative to each window's peak (level-invariant) | fixed: relative to 1.0
     normalize: str = bounded("fixed", choices=("fixed", "none"))  # fixed: (dB - norm_mean_db) / norm_std_db | none
     norm_mean_db: float = -48.0  # measured over the real recordings
-    norm_std_db: float = bounded(16.0, gt=0)
+    norm_std_db: float = bounded(16.0, gt=0)  # measured over the real recordings
     in_chans: int = bounded(1, choices=(1, 3))  # 1: first conv adapted by summing its RGB filters; 3: mel repeated
 
 
@@ -133,25 +134,28 @@ class AudioAugmentConfig:
     """Training-only augmentations (birdvision.data.audio.augment, which checks a section with augment_config);
     no flips or rotations."""
 
-    enabled: bool = True
-    shift_p: float = bounded(0.5, ge=0, le=1)
-    shift_max_seconds: float = bounded(1.0, ge=0)
+    enabled: bool = True  # false: no waveform or spectrogram augmentation at all
+    shift_p: float = bounded(0.5, ge=0, le=1)  # probability of moving the window within its recording (real context, no circular roll)
+    shift_max_seconds: float = bounded(1.0, ge=0)  # largest shift
     stretch_p: float = bounded(0.0, ge=0, le=1)  # about 20 ms per window on CPU, so off by default
+    # [low, high] speed factor of a time stretch
     stretch_rate: list[float] = bounded(default_factory=lambda: [0.9, 1.1], gt=0, le=4)
-    pitch_p: float = bounded(0.3, ge=0, le=1)
-    pitch_semitones: float = bounded(2.0, ge=0, le=24)
-    gain_p: float = bounded(0.5, ge=0, le=1)
-    gain_db: list[float] = field(default_factory=lambda: [-6.0, 6.0])
-    mix_p: float = bounded(0.0, ge=0, le=1)
+    pitch_p: float = bounded(0.3, ge=0, le=1)  # probability of a pitch shift
+    pitch_semitones: float = bounded(2.0, ge=0, le=24)  # +- semitones
+    gain_p: float = bounded(0.5, ge=0, le=1)  # probability of a gain change
+    gain_db: list[float] = field(default_factory=lambda: [-6.0, 6.0])  # [low, high] dB
+    mix_p: float = bounded(0.0, ge=0, le=1)  # probability of mixing in a background recording (needs background_paths)
+    # [low, high] signal-to-background ratio of the mix
     mix_snr_db: list[float] = field(default_factory=lambda: [6.0, 20.0])
+    # recordings (files or folders) without the target species, for mix_p
     background_paths: list[str] = field(default_factory=list)
-    noise_p: float = bounded(0.5, ge=0, le=1)
+    noise_p: float = bounded(0.5, ge=0, le=1)  # probability of adding white Gaussian noise (std drawn from noise_amplitude)
     noise_amplitude: list[float] = bounded(default_factory=lambda: [0.0, 0.015], ge=0, le=1)  # the seed study's best: 0.015
-    spec_p: float = bounded(0.5, ge=0, le=1)
-    time_masks: int = bounded(2, ge=0)
-    time_mask_frames: int = bounded(24, ge=0)
-    freq_masks: int = bounded(2, ge=0)
-    freq_mask_bins: int = bounded(12, ge=0)
+    spec_p: float = bounded(0.5, ge=0, le=1)  # probability of SpecAugment masks on a training spectrogram
+    time_masks: int = bounded(2, ge=0)  # SpecAugment: time masks per spectrogram
+    time_mask_frames: int = bounded(24, ge=0)  # SpecAugment: widest time mask, in frames
+    freq_masks: int = bounded(2, ge=0)  # SpecAugment: frequency masks per spectrogram
+    freq_mask_bins: int = bounded(12, ge=0)  # SpecAugment: widest frequency mask, in mel bands
 
 
 @dataclass
@@ -167,16 +171,16 @@ class NoCallConfig:
 class AudioConfig:
     """Spectrogram mode: how recordings become windows."""
 
-    sample_rate: int = bounded(32000, ge=1000, le=768000)
-    clip_seconds: float = bounded(5.0, gt=0, le=600)
+    sample_rate: int = bounded(32000, ge=1000, le=768000)  # every recording is resampled to this (Hz)
+    clip_seconds: float = bounded(5.0, gt=0, le=600)  # one window: what the model sees per prediction
     hop_seconds: float | None = bounded(2.5, gt=0, le=600)  # training windows' hop; null = clip_seconds (no overlap)
     stereo: str = bounded("mix", choices=("mix", "split"))  # mix | split (each channel a sample of the same recording group)
     highpass_hz: float | None = bounded(None, ge=0)  # e.g. 1400 as in the seed study
     min_window_dbfs: float | None = bounded(None, le=0)  # drop training windows quieter than this, e.g. -60
     cache_mb: float = bounded(512.0, ge=0)  # decoded recordings kept in memory per worker
-    mel: MelConfig = field(default_factory=MelConfig)
-    augment: AudioAugmentConfig = field(default_factory=AudioAugmentConfig)
-    nocall: NoCallConfig = field(default_factory=NoCallConfig)
+    mel: MelConfig = field(default_factory=MelConfig)  # the spectrogram
+    augment: AudioAugmentConfig = field(default_factory=AudioAugmentConfig)  # training only
+    nocall: NoCallConfig = field(default_factory=NoCallConfig)  # the no-call class
 
 
 @dataclass
@@ -193,26 +197,27 @@ class DataConfig:
     background: str | None = None  # spectrogram mode: a folder of recordings without bird calls; every window is a no-call window
     shards: str | None = None  # LitData shard set (folder or s3:// URL) from python -m birdvision.shards; photos only
     image_size: int | None = bounded(None, ge=16, le=4096)  # None = the backbone's own input size
-    batch_size: int = bounded(32, ge=1)
-    eval_batch_size: int | None = bounded(None, ge=1)
-    num_workers: int = bounded(2, ge=0, le=256)
+    batch_size: int = bounded(32, ge=1)  # per device; the global batch is this x devices x nodes
+    eval_batch_size: int | None = bounded(None, ge=1)  # None = batch_size
+    num_workers: int = bounded(2, ge=0, le=256)  # data-loading processes per device
     valid_fraction: float = bounded(0.15, ge=0, lt=1)  # used only when the data has no fixed splits
-    test_fraction: float = bounded(0.15, ge=0, lt=1)
+    test_fraction: float = bounded(0.15, ge=0, lt=1)  # used only when the data has no fixed splits
     max_per_class: int | None = bounded(None, ge=1)  # cap samples per class and split (quick experiments)
     balance: str = bounded("none", choices=("none", "sampler", "loss"))  # imbalanced training split: see data/balance.py
     balance_beta: float = bounded(0.999, gt=0, lt=1)  # balance=loss: effective-number beta
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # photos, training only
 
 
 @dataclass
 class ModelConfig:
     """Backbone choice and its weights."""
 
+    # a torchvision builder name (efficientnet_b0, resnet18, convnext_tiny) or efficientnet_lite0..2
     backbone: str = "efficientnet_b0"
-    pretrained: bool = True
+    pretrained: bool = True  # start from ImageNet weights (torch cache, weights_path or the Lite packages)
     weights_path: str | None = None  # a local state_dict file instead of the torchvision cache
     drop_rate: float | None = bounded(None, ge=0, lt=1)  # dropout before the new head; None keeps the backbone's
-    channels_last: bool = False
+    channels_last: bool = False  # NHWC memory layout (faster convolutions on recent GPUs)
 
 
 @dataclass
@@ -220,11 +225,11 @@ class OptimConfig:
     """One-cycle AdamW."""
 
     lr: float = bounded(1e-3, gt=0, le=10)  # the one-cycle peak
-    weight_decay: float = bounded(0.01, ge=0)
-    pct_start: float = bounded(0.25, gt=0, lt=1)
-    div_factor: float = bounded(25.0, ge=1)
-    final_div_factor: float = bounded(1e4, ge=1)
-    label_smoothing: float = bounded(0.0, ge=0, lt=1)
+    weight_decay: float = bounded(0.01, ge=0)  # AdamW's decoupled weight decay
+    pct_start: float = bounded(0.25, gt=0, lt=1)  # share of the steps spent rising to lr
+    div_factor: float = bounded(25.0, ge=1)  # the cycle starts at lr / div_factor
+    final_div_factor: float = bounded(1e4, ge=1)  # and ends at lr / (div_factor * final_div_factor)
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)  # cross-entropy label smoothing
 
 
 @dataclass
@@ -233,7 +238,7 @@ class FinetuneConfig:
 
     mode: str = bounded("staged", choices=("staged", "embeddings"))  # staged: head-only warm-up then all layers | embeddings: only a head on cached frozen embeddings
     head_init: str = bounded("random", choices=("random", "embeddings"))  # staged: random | embeddings = start from a head fitted on cached embeddings (LP-FT)
-    warmup_epochs: int = bounded(2, ge=0)
+    warmup_epochs: int = bounded(2, ge=0)  # staged: head-only epochs before the backbone is unfrozen
     backbone_lr_scale: float = bounded(0.1, ge=0, le=10)  # backbone lr relative to the head after unfreezing
     freeze_bn: bool = False  # keep batch-norm statistics pretrained for the whole run (small data sets)
     ema_decay: float | None = bounded(None, gt=0, lt=1)  # exponential moving average of the weights per optimiser step (validated, checkpointed and exported); None = off
@@ -248,17 +253,18 @@ PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true"
 class TrainerConfig:
     """Passed to lightning.Trainer; multi-GPU/multi-node runs need no code change."""
 
-    max_epochs: int = bounded(12, ge=1, le=100000)
-    accelerator: str = "auto"
-    devices: Any = "auto"
+    max_epochs: int = bounded(12, ge=1, le=100000)  # warm-up epochs included
+    accelerator: str = "auto"  # auto | cpu | gpu | ...
+    devices: Any = "auto"  # auto | N | [ids]
     precision: str | None = bounded(None, choices=PRECISIONS)  # None = bf16-mixed on GPUs that support it, else 32-true
-    strategy: str = "auto"
-    num_nodes: int = bounded(1, ge=1)
+    strategy: str = "auto"  # auto | ddp | ... (DDP across devices and nodes)
+    num_nodes: int = bounded(1, ge=1)  # machines in a multi-node run
+    # a fraction (<= 1) or a count of batches per epoch (quick runs)
     limit_train_batches: float | None = bounded(None, gt=0)
-    limit_val_batches: float | None = bounded(None, gt=0)
-    log_every_n_steps: int = bounded(10, ge=1)
-    deterministic: bool = False
-    gradient_clip_val: float | None = bounded(None, gt=0)
+    limit_val_batches: float | None = bounded(None, gt=0)  # the same for validation
+    log_every_n_steps: int = bounded(10, ge=1)  # training metrics logged every N optimiser steps
+    deterministic: bool = False  # deterministic kernels (slower; bit-identical reruns on GPU)
+    gradient_clip_val: float | None = bounded(None, gt=0)  # clip the gradient norm to this; None = no clipping
     checkpoint_every_n_steps: int | None = bounded(None, ge=1)  # also write last.ckpt mid-epoch (long epochs, shards)
 
 
@@ -278,42 +284,44 @@ class ThresholdConfig:
 class TuneConfig:
     """Optional learning-rate range test before training."""
 
-    lr_find: bool = False
+    lr_find: bool = False  # run the range test and use its suggestion as optim.lr
 
 
 @dataclass
 class FitConfig:
     """Everything ``python -m birdvision.fit`` reads."""
 
-    recipe: str = "effnet_b0"
-    output_dir: str = "runs"
+    recipe: str = "effnet_b0"  # recipes/NAME.yaml (set with recipe=NAME)
+    output_dir: str = "runs"  # runs go to OUTPUT_DIR/<recipe>/<timestamp>/
     resume: str | None = None  # latest | PATH to a run folder or checkpoint
-    seed: int = bounded(42, ge=0, lt=2**32)
-    test_after_fit: bool = True
+    seed: int = bounded(42, ge=0, lt=2**32)  # splits, initialisation, data order and augmentation
+    test_after_fit: bool = True  # score best.ckpt on the test split after training
     evaluate_after_fit: bool = True  # reports, calibration and the run's report.html on the best checkpoint
-    data: DataConfig = field(default_factory=DataConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
-    tune: TuneConfig = field(default_factory=TuneConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # where samples come from
+    audio: AudioConfig = field(default_factory=AudioConfig)  # spectrogram mode (data.mode=audio)
+    model: ModelConfig = field(default_factory=ModelConfig)  # the backbone
+    optim: OptimConfig = field(default_factory=OptimConfig)  # the optimiser and its schedule
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # which layers train when
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # lightning.Trainer
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)  # decisions chosen on valid after fit
+    tune: TuneConfig = field(default_factory=TuneConfig)  # learning-rate range test
 
 
 # ----------------------------------------------------------------------------- loading
 
 
-def preset_dirs(name: str) -> list[Path]:
-    """Where presets of kind ``name`` (``recipes``, ``data_checks``) live.
+def preset_dirs(name: str | None) -> list[Path]:
+    """Where presets of kind ``name`` (``recipes``, ``data_checks``) live; none for a command without named presets.
 
     Inside the package when installed from a wheel (the build copies them there),
     otherwise at the repository root beside the package.
     """
+    if name is None:
+        return []
     return [d for d in (PACKAGE_DIR / name, PACKAGE_DIR.parent / name) if d.is_dir()]
 
 
-def available_presets(preset_dir: str) -> list[str]:
+def available_presets(preset_dir: str | None) -> list[str]:
     """Names of the presets of one kind, without ``_base``."""
     names = set()
     for d in preset_dirs(preset_dir):
@@ -321,7 +329,7 @@ def available_presets(preset_dir: str) -> list[str]:
     return sorted(names)
 
 
-def _find_preset(preset_dir: str, name: str) -> Path:
+def _find_preset(preset_dir: str | None, name: str) -> Path:
     p = Path(name)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p
@@ -329,10 +337,10 @@ def _find_preset(preset_dir: str, name: str) -> Path:
         if (d / f"{name}.yaml").is_file():
             return d / f"{name}.yaml"
     known = available_presets(preset_dir)
-    kind = preset_dir[:-1] if preset_dir.endswith("s") else preset_dir
     if not known:
         raise ConfigError(f"unknown preset {name!r}: this command ships no named presets; give a YAML file of keys "
                           "(preset=my_settings.yaml) or the keys themselves")
+    kind = preset_dir[:-1] if preset_dir and preset_dir.endswith("s") else preset_dir
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ConfigError(f"unknown {kind} {name!r}.{hint} Available: {', '.join(known)}")
@@ -423,7 +431,7 @@ def _field_bounds(schema: Any, key: str) -> Bounds | None:
     return f.metadata.get("bounds")
 
 
-def help_text(schema: Any, *, prog: str, preset_key: str, preset_dir: str, description: str = "") -> str:
+def help_text(schema: Any, *, prog: str, preset_key: str, preset_dir: str | None, description: str = "") -> str:
     """A --help page listing the presets and every key with its type and default."""
     known = available_presets(preset_dir)
     lines = [f"usage: python -m {prog} {preset_key}=NAME [key=value ...]"
@@ -448,7 +456,7 @@ def load_config(
     argv: list[str],
     *,
     preset_key: str,
-    preset_dir: str,
+    preset_dir: str | None = None,
     default_preset: str | None = None,
 ) -> DictConfig:
     """Build the config from the schema, ``_base.yaml``, the named preset and overrides."""
@@ -505,7 +513,7 @@ def parse_cli(
     argv: list[str] | None,
     *,
     preset_key: str,
-    preset_dir: str,
+    preset_dir: str | None = None,
     prog: str,
     description: str = "",
     default_preset: str | None = None,

@@ -39,8 +39,8 @@ class EvaluateConfig:
     data: str | None = None  # manifest CSV or photo folder; None = the run's manifest.csv
     class_map: str | None = None  # JSON {"data label": "model label"} or 2-column CSV; "" / null drops a label
     calibrate: bool = True  # fit the temperature, choose the thresholds on the valid split; store them in the checkpoint
-    batch_size: int = 64
-    num_workers: int = 0
+    batch_size: int = 64  # evaluation batch size
+    num_workers: int = 0  # data-loading processes (0 = in this process)
     top_losses: int = 16  # images in the top-losses grid
     device: str = "auto"  # auto | cpu | cuda
     report: bool = True  # rewrite RUN/report.html afterwards (checkpoints inside a run folder only)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m birdvision.evaluate``."""
 
     def body() -> int:
-        cfg = parse_cli(EvaluateConfig, argv, preset_key="preset", preset_dir="eval_presets", prog="birdvision.evaluate",
+        cfg = parse_cli(EvaluateConfig, argv, preset_key="preset", prog="birdvision.evaluate",
                         description="Evaluate a checkpoint: metrics, per-class table, confusion matrix, "
                                     "top losses, calibration (stores the fitted temperature in the checkpoint).")
         run(cfg)

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m birdvision.export``."""
 
     def body() -> int:
-        cfg = parse_cli(ExportConfig, argv, preset_key="preset", preset_dir="export_presets", prog="birdvision.export",
+        cfg = parse_cli(ExportConfig, argv, preset_key="preset", prog="birdvision.export",
                         description="Export a checkpoint to ONNX (INT8, FP16, ORT, TensorRT), each parity-gated.")
         return run(cfg)
 

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m birdvision.predict``."""
 
     def body() -> int:
-        cfg = parse_cli(PredictConfig, argv, preset_key="preset", preset_dir="predict_presets",
+        cfg = parse_cli(PredictConfig, argv, preset_key="preset",
                         prog="birdvision.predict",
                         description="Predict species for photos, or window by window for recordings of any length.")
         return run(cfg)

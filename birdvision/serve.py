@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: serves until Ctrl-C (exit 130); 2 for a user error (folder, files, port, onnxruntime-web)."""
 
     def body() -> int:
-        cfg = parse_cli(ServeConfig, argv, preset_key="preset", preset_dir="serve_presets", prog="birdvision.serve",
+        cfg = parse_cli(ServeConfig, argv, preset_key="preset", prog="birdvision.serve",
                         description="Serve the reference web app for an export folder on 127.0.0.1.")
         setup_logging()
         if not cfg.model:

@@ -20,18 +20,17 @@ from birdvision.data.splits import LeakageError
 class ShardsConfig:
     """Everything ``python -m birdvision.shards`` reads (``data.*`` as in fit)."""
 
-    preset: str = "default"
     output: str | None = None  # a new, empty folder
     chunk_mb: int = bounded(64, ge=1, le=4096)  # LitData chunk size
     seed: int = bounded(42, ge=0, lt=2**32)  # splits made here when the data has none (use fit's seed); train order
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # the samples, found as fit finds them
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m birdvision.shards``."""
 
     def body() -> int:
-        cfg = parse_cli(ShardsConfig, argv, preset_key="preset", preset_dir="shards_presets", prog="birdvision.shards",
+        cfg = parse_cli(ShardsConfig, argv, preset_key="preset", prog="birdvision.shards",
                         description=__doc__.strip().splitlines()[0])
         setup_logging()
         if not cfg.output:

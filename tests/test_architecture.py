@@ -123,3 +123,22 @@ def test_the_package_root_holds_only_clis_and_shared_modules():
 def test_every_root_cli_has_a_main(cli):
     tree = ast.parse((PACKAGE / f"{cli}.py").read_text(encoding="utf-8"))
     assert any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
+
+
+def _config_fields(path: Path):
+    """(class.field, first line, last line, line before) of every field of a ``*Config`` dataclass in ``path``."""
+    src = path.read_text(encoding="utf-8")
+    lines = src.splitlines()
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
+            for st in node.body:
+                if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name):
+                    yield (f"{node.name}.{st.target.id}", lines[st.lineno - 1], lines[(st.end_lineno or st.lineno) - 1],
+                           lines[st.lineno - 2])
+
+
+def test_every_schema_field_says_what_it_is_where_it_is_declared():
+    bare = [f"{p.relative_to(PACKAGE)}: {name}" for p in sorted(PACKAGE.rglob("*.py"))
+            for name, first, last, before in _config_fields(p)
+            if "#" not in first and "#" not in last and not before.strip().startswith("#")]
+    assert bare == []

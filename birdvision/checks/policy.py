@@ -46,9 +46,9 @@ class AuditDataConfig:
 
     root: Optional[str] = None  # noqa: UP045 - BIRDS-525 folder (birds.csv), split folders, or one class-folder tree
     split: str = "auto"  # auto: keep the data's own splits, make grouped ones if it has none | regroup
-    valid_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 0
+    valid_fraction: float = 0.15  # share of each class's groups dealt to valid when splits are made here
+    test_fraction: float = 0.15  # share dealt to test when splits are made here
+    seed: int = 0  # seed of the grouped split (same data + seed = same split)
     allow_outside_root: bool = False  # birds.csv rows resolving outside root are outside_root findings, never read
 
 
@@ -59,50 +59,50 @@ class ScanConfig:
     workers: int = 0  # 0 = all cores
     cache_dir: Optional[str] = None  # noqa: UP045 - None = OUTPUT_DIR/.cache; share one with e.g. ~/.cache/birdvision/audit
     trust_mtime: bool = True  # skip re-hashing files whose size and mtime are unchanged
-    progress: bool = True
+    progress: bool = True  # a rich progress bar while files are scanned
 
 
 @dataclass
 class ActionsConfig:
     """One action per issue type: drop | flag | keep | fail."""
 
-    unreadable: str = "drop"
-    missing_file: str = "flag"
-    outside_root: str = "drop"
-    unlisted: str = "flag"
-    stray_file: str = "drop"
-    cross_split_duplicate: str = "drop"
-    cross_label_duplicate: str = "flag"
-    exact_duplicates: str = "keep"
-    near_duplicates: str = "keep"
-    blurry: str = "flag"
-    dark: str = "flag"
-    light: str = "flag"
-    low_information: str = "flag"
-    grayscale: str = "flag"
-    odd_aspect_ratio: str = "flag"
-    odd_size: str = "flag"
-    class_missing_from_split: str = "flag"
-    class_below_min_count: str = "flag"
+    unreadable: str = "drop"  # a file no decoder opens (truncated, empty, not an image)
+    missing_file: str = "flag"  # birds.csv lists a file that is not on disk
+    outside_root: str = "drop"  # a listed file that resolves outside data.root (never read)
+    unlisted: str = "flag"  # an image on disk that birds.csv does not list
+    stray_file: str = "drop"  # a file outside any species folder (no label)
+    cross_split_duplicate: str = "drop"  # one photo in two splits: a leak that inflates test scores
+    cross_label_duplicate: str = "flag"  # one photo under two species: a labelling error to review
+    exact_duplicates: str = "keep"  # byte-identical copies within one split and species
+    near_duplicates: str = "keep"  # the same photo re-encoded or resized, within one split and species
+    blurry: str = "flag"  # cleanvision's blurry score below thresholds.blurry
+    dark: str = "flag"  # cleanvision's dark score below thresholds.dark
+    light: str = "flag"  # cleanvision's light score below thresholds.light
+    low_information: str = "flag"  # cleanvision's low-information score below thresholds.low_information
+    grayscale: str = "flag"  # a photo with no colour (birds' colours are features)
+    odd_aspect_ratio: str = "flag"  # aspect ratio beyond thresholds.odd_aspect_ratio
+    odd_size: str = "flag"  # size outside thresholds.odd_size_iqr_factor IQRs of the data set's sizes
+    class_missing_from_split: str = "flag"  # a species with no photo in valid or test (its metrics are undefined)
+    class_below_min_count: str = "flag"  # a species with fewer photos in a split than thresholds.min_*_per_class
 
 
 @dataclass
 class ThresholdsConfig:
     """Thresholds; the cleanvision ones default to cleanvision's own."""
 
-    dark: float = 0.32
-    light: float = 0.05
-    odd_aspect_ratio: float = 0.35
-    low_information: float = 0.3
-    blurry: float = 0.29
-    odd_size_iqr_factor: float = 3.0
+    dark: float = 0.32  # cleanvision default
+    light: float = 0.05  # cleanvision default
+    odd_aspect_ratio: float = 0.35  # cleanvision default
+    low_information: float = 0.3  # cleanvision default
+    blurry: float = 0.29  # cleanvision default
+    odd_size_iqr_factor: float = 3.0  # cleanvision default
     phash_size: int = 8  # cleanvision's near_duplicates hash size
     near_duplicate_cosine: float = 0.90  # thumbnail-descriptor cosine similarity counted as the same photo
     descriptor_px: int = 16  # side of the colour thumbnail behind the descriptor
     max_pixels: int = 89_478_485  # declared width*height above this is a decompression bomb
-    min_train_per_class: int = 10
-    min_valid_per_class: int = 1
-    min_test_per_class: int = 1
+    min_train_per_class: int = 10  # fewer training photos than this is class_below_min_count
+    min_valid_per_class: int = 1  # fewer valid photos than this is class_below_min_count
+    min_test_per_class: int = 1  # fewer test photos than this is class_below_min_count
 
 
 @dataclass
@@ -110,20 +110,20 @@ class ReportConfig:
     """How much the HTML report shows."""
 
     max_thumbnails: int = 48  # per issue type
-    thumbnail_px: int = 96
+    thumbnail_px: int = 96  # thumbnail side in the report
 
 
 @dataclass
 class AuditConfig:
     """Everything ``python -m birdvision.audit`` reads."""
 
-    check: str = "default"
-    output_dir: str = "audit"
-    data: AuditDataConfig = field(default_factory=AuditDataConfig)
-    scan: ScanConfig = field(default_factory=ScanConfig)
-    actions: ActionsConfig = field(default_factory=ActionsConfig)
-    thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
+    check: str = "default"  # data_checks/NAME.yaml (or a YAML file): the policy for this data set
+    output_dir: str = "audit"  # manifest.csv, findings.csv, summary.json, report.html go here
+    data: AuditDataConfig = field(default_factory=AuditDataConfig)  # what to audit
+    scan: ScanConfig = field(default_factory=ScanConfig)  # how files are read
+    actions: ActionsConfig = field(default_factory=ActionsConfig)  # what each finding does to a file's manifest status
+    thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)  # when a score is a finding
+    report: ReportConfig = field(default_factory=ReportConfig)  # report.html
     # Human decisions, one per file:
     # {path: RELATIVE/TO/ROOT.jpg, action: drop|relabel|keep, label: NEW (relabel only), reason: WHY}
     decisions: list[Any] = field(default_factory=list)

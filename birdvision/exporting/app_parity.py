@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     from birdvision.runs.checkpoint import CheckpointError
 
     def body() -> int:
-        cfg = parse_cli(AppParityCli, argv, preset_key="preset", preset_dir="export_presets",
+        cfg = parse_cli(AppParityCli, argv, preset_key="preset",
                         prog="birdvision.exporting.app_parity",
                         description="Feed an exported model each platform's decoded photos; compare with birdvision.")
         setup_logging()

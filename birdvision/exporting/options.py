@@ -20,9 +20,9 @@ class ParityConfig:
 
     n: int = 256  # samples from the run's valid split (all of them when fewer)
     data: str | None = None  # a folder of photos (class sub-folders give labels) or a manifest CSV
-    split: str = "valid"
-    batch_size: int = 16
-    fp32_min_top1_agreement: float = 1.0
+    split: str = "valid"  # the split of the run's manifest the samples come from
+    batch_size: int = 16  # batch size of the reference and exported runs
+    fp32_min_top1_agreement: float = 1.0  # FP32 files: share of samples with the checkpoint's top-1 (1.0 = all)
     fp32_max_abs_diff: float = 1e-4  # on probabilities
     max_acc_drop: float = 0.01  # INT8 / FP16: 0.01 = one accuracy point
 
@@ -31,11 +31,11 @@ class ParityConfig:
 class CalibrationConfig:
     """INT8 calibration inputs."""
 
-    n: int = 128
+    n: int = 128  # samples the INT8 ranges are measured on
     data: str | None = None  # default: the run's manifest, rows of `split`
-    split: str = "valid"
+    split: str = "valid"  # the split of the run's manifest they come from
     method: str = "minmax"  # minmax | entropy | percentile (ONNX); LiteRT / ExecuTorch: minmax, others their histogram observer
-    batch_size: int = 8
+    batch_size: int = 8  # batch size while calibrating
     # signed, zero-centred activations (S8S8) or unsigned ones (U8S8, the pairing x86/ARM kernels run fastest);
     # null = the backbone's default: signed for EfficientNet-Lite (fine-tuned Lite0 on the real photos drops
     # 0.5 points with them, 1.2-2.2 with U8S8), unsigned otherwise
@@ -49,8 +49,8 @@ class CalibrationConfig:
 class TensorRTConfig:
     """Engine build (on a machine with TensorRT and a GPU) or the bundle for the Jetson."""
 
-    max_batch: int = 16
-    workspace_mb: int = 2048
+    max_batch: int = 16  # the engine's largest batch (optimisation profile 1..max_batch)
+    workspace_mb: int = 2048  # builder workspace
 
 
 @dataclass
@@ -76,10 +76,10 @@ class ExportConfig:
     preprocess_in_graph: bool = True  # uint8 photos of any size (resized in the graph) / raw waveforms in; a bare variant too
     opset: int = 17  # 17: TensorRT 8.5+ on JetPack 5/6 and every current ONNX Runtime read it
     threads: int = 0  # ONNX Runtime intra-op threads for the gate; 0 = its default
-    parity: ParityConfig = field(default_factory=ParityConfig)
-    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
-    app_parity: AppParityConfig = field(default_factory=AppParityConfig)
+    parity: ParityConfig = field(default_factory=ParityConfig)  # the gate
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)  # INT8 ranges
+    tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)  # the Jetson engine
+    app_parity: AppParityConfig = field(default_factory=AppParityConfig)  # what apps' decoders and resizers cost
 
 
 def check_options(cfg: Any) -> None:
