@@ -6,7 +6,7 @@ The spec owns what follows from that choice, so no other module asks which kind 
 
 - the network's input shape (:meth:`net_input_shape`) and the raw input per example
   (:meth:`raw_input_shape`: any-size photos, or one window of samples);
-- turning decoded raw inputs into network inputs (:meth:`network_input`);
+- turning decoded raw inputs into network inputs (:meth:`input_maker`, built once and called per batch);
 - the on-batch frontend (:meth:`frontend`: the mel spectrogram for calls, none for photos);
 - a deterministic evaluation dataset from samples (:meth:`eval_dataset`).
 
@@ -23,6 +23,7 @@ import their data-edge module when called.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -131,11 +132,15 @@ class ImageSpec:
         """Photos need no on-batch frontend: the dataset already yields network inputs."""
         return None
 
-    def network_input(self, photos: Any) -> torch.Tensor:
+    def input_maker(self) -> Callable[[Any], torch.Tensor]:
         """Decoded photos (any sizes) -> ``float32 [B, 3, size, size]`` (:func:`~birdvision.data.photos.transforms.photo_tensor`)."""
         from birdvision.data.photos.transforms import photo_tensor
 
-        return photo_tensor(photos, self)
+        return lambda photos: photo_tensor(photos, self)
+
+    def network_input(self, photos: Any) -> torch.Tensor:
+        """:meth:`input_maker` for one batch."""
+        return self.input_maker()(photos)
 
     def eval_dataset(self, samples: list[Sample], classes: list[str]) -> Dataset:
         """Normalised photo tensors with class indices, nothing random."""
@@ -221,12 +226,21 @@ class AudioSpec:
             out = self.frontend()(torch.zeros(1, self.clip_samples))
         return tuple(int(x) for x in out.shape[1:])  # type: ignore[return-value]
 
-    def network_input(self, waves: Any) -> torch.Tensor:
-        """Windows ``[B, samples]`` (float32 in [-1, 1]) -> the network's input, through the frontend."""
+    def input_maker(self) -> Callable[[Any], torch.Tensor]:
+        """Windows ``[B, samples]`` (float32 in [-1, 1]) -> the network's input, through the frontend (built once)."""
         import torch
 
-        with torch.no_grad():
-            return self.frontend()(torch.as_tensor(waves, dtype=torch.float32))
+        frontend = self.frontend()
+
+        def make(waves: Any) -> torch.Tensor:
+            with torch.no_grad():
+                return frontend(torch.as_tensor(waves, dtype=torch.float32))
+
+        return make
+
+    def network_input(self, waves: Any) -> torch.Tensor:
+        """:meth:`input_maker` for one batch."""
+        return self.input_maker()(waves)
 
     def eval_dataset(self, samples: list[Sample], classes: list[str]) -> Dataset:
         """Waveform windows (the frontend runs on each batch, :meth:`frontend`), nothing random."""

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from birdvision.checks.policy import AuditError
-from birdvision.data.files import Listing, file_problem, list_folder, outside_root, walk_files
+from birdvision.data.files import Listing, class_tree, file_problem, list_folder, outside_root
 from birdvision.data.manifest import DataSourceError
+from birdvision.data.photos.decode import IMAGE_SUFFIXES
 from birdvision.data.sources import check_label, read_birds_csv, split_folders
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -82,17 +81,16 @@ def _label(folder: Path) -> str:
 
 def _walk_split(inv: Inventory, folder: Path, split: str, listed: set[str] | None) -> None:
     """Species folders below ``folder``; with ``listed`` (birds.csv), only files it does not list."""
-    top = list_folder(folder)
-    _skipped(inv, top, split)
-    for p in top.files:
+    tree = class_tree(folder)
+    _skipped(inv, tree.top, split)
+    for p in tree.top.files:
         if split or p.suffix.lower() in IMAGE_SUFFIXES:
             inv.issues.append(
                 LayoutIssue(str(p), "stray_file", split=split, detail="file outside any species folder: no label")
             )
-    for p in top.dirs:
+    for p, walk in tree.classes.items():
         label = _label(p)
         inv.folders.add((label, split))
-        walk = walk_files(p)
         _skipped(inv, walk, split, label)
         for f in walk.files:
             rel = _rel(inv.root, f)

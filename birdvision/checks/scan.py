@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from birdvision.checks.cache import ScanCache
+from birdvision.runs.artifacts import sha256_file
 
 SCAN_VERSION = 1  # bump when what scan_file computes changes: old cache entries stop matching
 
@@ -261,7 +262,7 @@ def scan_all(
                         sha = cache.known_sha(p, st.st_size, st.st_mtime_ns)
                     if sha is None and st.st_size < (1 << 28):
                         try:
-                            sha = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+                            sha = sha256_file(p)
                         except OSError:
                             sha = None
                 if sha is not None:

@@ -126,6 +126,26 @@ def walk_files(folder: str | os.PathLike) -> Listing:
     return out
 
 
+@dataclass
+class ClassTree:
+    """A folder of class folders: the folder's own listing (its loose files have no label) and, per class
+    folder, every file below it at any depth. Nothing is filtered by suffix: each caller decides what counts."""
+
+    top: Listing
+    classes: dict[Path, Listing]
+
+    @property
+    def hidden(self) -> int:
+        return self.top.hidden + sum(c.hidden for c in self.classes.values())
+
+
+def class_tree(folder: str | os.PathLike) -> ClassTree:
+    """Every class folder directly in ``folder`` walked to any depth: the one walk of a class-folder tree
+    (photo sources, recordings, the audit's inventory)."""
+    top = list_folder(folder)
+    return ClassTree(top, {cls: walk_files(cls) for cls in top.dirs})
+
+
 def outside_root(path: str | os.PathLike, root: str | os.PathLike) -> str | None:
     """Where ``path`` really is (symlinks and ``..`` resolved) when that is outside ``root``, else None."""
     real = os.path.realpath(path)

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from birdvision.data.files import file_problem, list_folder, outside_root, walk_files
+from birdvision.data.files import class_tree, file_problem, list_folder, outside_root, walk_files
 from birdvision.data.manifest import SPLITS, DataSourceError, ManifestError, Sample, label_problem, read_manifest
 from birdvision.data.photos.decode import IMAGE_SUFFIXES
 from birdvision.runs.artifacts import open_text
@@ -135,13 +135,12 @@ def _from_birds_csv(root: Path, csv_path: Path, allow_outside_root: bool) -> Dis
 def _walk_classes(folder: Path, split: str, suffixes: set[str], skipped: list) -> list[Sample]:
     """Files at any depth below each class folder in ``folder``, labelled by the class folder."""
     out = []
-    top = list_folder(folder)
-    skipped += top.skipped
-    skipped += [(str(p), "a file outside any class folder has no label") for p in top.files
+    tree = class_tree(folder)
+    skipped += tree.top.skipped
+    skipped += [(str(p), "a file outside any class folder has no label") for p in tree.top.files
                 if p.suffix.lower() in suffixes]
-    for cls in top.dirs:
+    for cls, walk in tree.classes.items():
         check_label(cls.name, f"class folder {str(cls)!r}")
-        walk = walk_files(cls)
         skipped += walk.skipped
         n0 = len(out)
         for p in walk.files:

@@ -51,7 +51,8 @@ def net_inputs_of(raw: np.ndarray | list[np.ndarray], preprocess: dict[str, Any]
     (antialiased float resize of the full decode, then ``(x / 255 - mean) / std``).
     """
     spec = spec_from_dict(preprocess)
-    return np.concatenate([spec.network_input(raw[i : i + batch_size]).numpy() for i in range(0, len(raw), batch_size)])
+    make = spec.input_maker()
+    return np.concatenate([make(raw[i : i + batch_size]).numpy() for i in range(0, len(raw), batch_size)])
 
 
 def torch_probs(model: torch.nn.Module, net_inputs: np.ndarray, batch_size: int = 16) -> np.ndarray:

@@ -8,6 +8,7 @@ through the checkpoint's own mel frontend, photos through the evaluation transfo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +21,12 @@ from birdvision.runs.checkpoint import CheckpointError, open_checkpoint
 from birdvision.spec import from_dict as spec_from_dict
 
 
-def _frontend_of(source: Path, preprocess: dict[str, Any]) -> Any:
+def _input_maker(source: Path, preprocess: dict[str, Any]) -> Callable[[Any], torch.Tensor]:
+    """The spec's raw -> network input (frontend built once); a spec that cannot be built names the file."""
     try:
-        return spec_from_dict(preprocess).frontend()
+        return spec_from_dict(preprocess).input_maker()
     except (ValueError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"{source}: its mel frontend spec cannot be built ({e})") from None
-
-
-def net_inputs(raw: np.ndarray | list[np.ndarray], preprocess: dict[str, Any], frontend: Any | None) -> np.ndarray:
-    """Same arithmetic as the parity gate: resize and normalise the decoded photos, or run the mel frontend."""
-    if frontend is not None:
-        with torch.no_grad():
-            return frontend(torch.from_numpy(raw)).numpy()
-    return spec_from_dict(preprocess).network_input(raw).numpy()
+        raise CheckpointError(f"{source}: its preprocessing spec cannot be built ({e})") from None
 
 
 class TorchPredictor(Predictor):
@@ -43,12 +37,12 @@ class TorchPredictor(Predictor):
     def __init__(self, *, model: Any, **kw: Any) -> None:
         super().__init__(**kw)
         self._model = model
-        self._frontend = _frontend_of(self.source, self.preprocess) if self.is_audio else None
+        self._make_input = _input_maker(self.source, self.preprocess)
 
     def _forward(self, raw: np.ndarray | list[np.ndarray]) -> np.ndarray:
-        x = net_inputs(raw, self.preprocess, self._frontend)
+        x = self._make_input(raw)  # the parity gate's arithmetic: resize and normalise photos, or the mel frontend
         with torch.inference_mode():
-            return self._model.predict_proba(torch.from_numpy(x)).float().numpy()
+            return self._model.predict_proba(x).float().numpy()
 
 
 class BareOnnxPredictor(OnnxPredictor):
@@ -57,10 +51,10 @@ class BareOnnxPredictor(OnnxPredictor):
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
-        self._frontend = _frontend_of(self.source, self.preprocess) if self.is_audio else None
+        self._make_input = _input_maker(self.source, self.preprocess)
 
     def _forward(self, raw: np.ndarray | list[np.ndarray]) -> np.ndarray:
-        return super()._forward(net_inputs(raw, self.preprocess, self._frontend))
+        return super()._forward(self._make_input(raw).numpy())
 
 
 def load_checkpoint(path: str | Path, *, threads: int = 0) -> TorchPredictor:

@@ -241,8 +241,3 @@ def update_hparams(path: str | Path, **values: Any) -> Path:
         with atomic_path(p) as tmp:
             torch.save(ck, tmp)
     return p
-
-
-def set_temperature(path: str | Path, temperature: float) -> Path:
-    """Store a fitted softmax temperature in a checkpoint (see :func:`update_hparams`)."""
-    return update_hparams(path, temperature=float(temperature))

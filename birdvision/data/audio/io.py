@@ -32,7 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from birdvision.data.audio.dsp import butter_highpass_sos, resample_poly, sosfiltfilt
-from birdvision.data.files import list_folder, walk_files
+from birdvision.data.files import class_tree
 from birdvision.data.manifest import Sample, label_problem
 from birdvision.runs.artifacts import sha256_file
 
@@ -420,14 +420,13 @@ def discover_recordings(
         raise AudioError(f"{root}: recordings folder not found")
     samples: list[Sample] = []
     problems: list[RecordingProblem] = []
-    top = list_folder(root)
-    problems += [RecordingProblem(p, "", why) for p, why in top.skipped]
-    for species_dir in top.dirs:
+    tree = class_tree(root)
+    problems += [RecordingProblem(p, "", why) for p, why in tree.top.skipped]
+    for species_dir, walk in tree.classes.items():
         label = species_dir.name
         problem = label_problem(label)
         if problem:
             raise AudioError(f"species folder {str(species_dir)!r}: class name {label!r} {problem}; rename it")
-        walk = walk_files(species_dir)
         problems += [RecordingProblem(p, label, why) for p, why in walk.skipped]
         for p in walk.files:
             if p.suffix.lower() in NON_AUDIO_SUFFIXES:
