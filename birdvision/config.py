@@ -242,7 +242,7 @@ class FinetuneConfig:
     backbone_lr_scale: float = bounded(0.1, ge=0, le=10)  # backbone lr relative to the head after unfreezing
     freeze_bn: bool = False  # keep batch-norm statistics pretrained for the whole run (small data sets)
     ema_decay: float | None = bounded(None, gt=0, lt=1)  # exponential moving average of the weights per optimiser step (validated, checkpointed and exported); None = off
-    embedding_cache: str | None = None  # mode=embeddings: cache folder; None = ~/.cache/birdvision/training/embeddings
+    embedding_cache: str | None = None  # mode=embeddings: cache folder; None = ~/.cache/birdvision/embeddings
 
 
 PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64",
