@@ -78,9 +78,10 @@ def run(cfg: Any) -> int:
     if cfg.compare:
         if not cfg.output:
             check_output_file("bench.json")
-        for target in cfg.compare:  # every run is readable before the first one is timed
-            model_facts(open_checkpoint(target))
-        result = compare_runs(list(cfg.compare), threads=cfg.threads, iters=cfg.iters, isolate=cfg.isolate,
+        checkpoints = [open_checkpoint(t) for t in cfg.compare]  # each read once, all before the first is timed
+        for ck in checkpoints:
+            model_facts(ck)  # and their run records
+        result = compare_runs(checkpoints, threads=cfg.threads, iters=cfg.iters, isolate=cfg.isolate,
                               rounds=cfg.rounds,
                               engines=tuple(e for e in engines if e in ("torch", "ort_fp32", "ort_int8")))
         console.print(engines_compare_table(result))

@@ -26,7 +26,7 @@ from birdvision.benchmarking.timing import paired_ratio
 from birdvision.config import ConfigError
 from birdvision.exporting import ParityError
 from birdvision.runs.artifacts import check_output_dir
-from birdvision.runs.checkpoint import CheckpointError, open_checkpoint
+from birdvision.runs.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from birdvision.runs.folders import export_dir_of, find_checkpoint, read_json_record
 
 log = logging.getLogger("birdvision.bench")
@@ -73,7 +73,7 @@ def _export_for(ckpt: Path, export_dir: Path, engines: list[str]) -> None:
         log.warning("%s", e)
 
 
-def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[str] = DEFAULT_ENGINES,
+def benchmark_checkpoint(ckpt: str | Path | Checkpoint, *, engines: tuple[str, ...] | list[str] = DEFAULT_ENGINES,
                          export_dir: str | Path | None = None, threads: int = 2, batch: int = 16, iters: int = 30,
                          isolate: bool = True, rounds: int = 4) -> dict[str, Any]:
     """Export (or reuse the export of) a checkpoint and time it on each engine.
@@ -90,10 +90,10 @@ def benchmark_checkpoint(ckpt: str | Path, *, engines: tuple[str, ...] | list[st
     bad = [e for e in engines if e not in ENGINES]
     if bad:
         raise ConfigError(f"unknown engine(s) {bad}; valid: {', '.join(ENGINES)}")
-    ck = find_checkpoint(ckpt)
+    ck = ckpt.path if isinstance(ckpt, Checkpoint) else find_checkpoint(ckpt)
     out_dir = Path(export_dir) if export_dir else export_dir_of(ck)
     check_output_dir(out_dir, key="export_dir")  # before the model is read: a bad path costs nothing
-    checkpoint = open_checkpoint(ck)
+    checkpoint = ckpt if isinstance(ckpt, Checkpoint) else open_checkpoint(ck)
     meta = checkpoint.meta
     _export_for(ck, out_dir, list(engines))
     sizes = (1, batch)
@@ -200,13 +200,13 @@ def benchmark_export(path: str | Path, *, threads: int = 2, batch: int = 16, ite
     return {"model": str(p), "threads": threads, "device": device_name(), "engines": {"onnxruntime": row}, "ratios": {}}
 
 
-def compare_runs(targets: list[str], *, threads: int = 2, iters: int = 30, isolate: bool = True, rounds: int = 4,
+def compare_runs(targets: list[str | Path | Checkpoint], *, threads: int = 2, iters: int = 30, isolate: bool = True, rounds: int = 4,
                  engines: tuple[str, ...] = ("torch", "ort_fp32", "ort_int8")) -> dict[str, Any]:
     """The model table (:mod:`birdvision.benchmarking.table`) with each engine's batch-1 latency, all on this device."""
     rows = []
     for target in targets:
-        ck = open_checkpoint(target)
-        res = benchmark_checkpoint(ck.path, engines=engines, threads=threads, iters=iters, isolate=isolate,
+        ck = target if isinstance(target, Checkpoint) else open_checkpoint(target)
+        res = benchmark_checkpoint(ck, engines=engines, threads=threads, iters=iters, isolate=isolate,
                                    rounds=rounds)
         e = res["engines"]
         rows.append(model_facts(ck) | {

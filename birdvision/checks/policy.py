@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from birdvision.data.photos.decode import MAX_PIXELS
+
 ACTIONS = ("drop", "flag", "keep", "fail")
 DECISION_ACTIONS = ("drop", "relabel", "keep")
 
@@ -99,7 +101,7 @@ class ThresholdsConfig:
     phash_size: int = 8  # cleanvision's near_duplicates hash size
     near_duplicate_cosine: float = 0.90  # thumbnail-descriptor cosine similarity counted as the same photo
     descriptor_px: int = 16  # side of the colour thumbnail behind the descriptor
-    max_pixels: int = 89_478_485  # declared width*height above this is a decompression bomb
+    max_pixels: int = MAX_PIXELS  # declared width*height above this is a decompression bomb
     min_train_per_class: int = 10  # fewer training photos than this is class_below_min_count
     min_valid_per_class: int = 1  # fewer valid photos than this is class_below_min_count
     min_test_per_class: int = 1  # fewer test photos than this is class_below_min_count

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from birdvision.checks.cache import ScanCache
+from birdvision.data.photos.decode import MAX_PIXELS
 from birdvision.runs.artifacts import sha256_file
 
 SCAN_VERSION = 1  # bump when what scan_file computes changes: old cache entries stop matching
@@ -37,7 +38,7 @@ SCAN_VERSION = 1  # bump when what scan_file computes changes: old cache entries
 class ScanSettings:
     """Everything that changes a file's scan result (part of the cache key)."""
 
-    max_pixels: int = 89_478_485
+    max_pixels: int = MAX_PIXELS
     phash_size: int = 8
     descriptor_px: int = 16
     thumbnail_px: int = 96
