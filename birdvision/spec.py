@@ -96,6 +96,11 @@ class ImageSpec:
 
     kind: ClassVar[str] = "image"
     is_audio: ClassVar[bool] = False
+    raw_dtype: ClassVar[str] = "uint8"  # a decoded photo: 8-bit RGB
+    # exported input forms (exporting.metadata.INPUT_KINDS): preprocessing in the graph, and the bare network
+    full_input_kind: ClassVar[str] = "uint8_nhwc_any"
+    bare_input_kind: ClassVar[str] = "float_nchw"
+    input_kinds: ClassVar[tuple[str, ...]] = ("uint8_nhwc_any", "uint8_nhwc", "float_nchw")  # uint8_nhwc: phones
 
     size: int
     mean: tuple[float, float, float]
@@ -132,6 +137,15 @@ class ImageSpec:
         """Photos need no on-batch frontend: the dataset already yields network inputs."""
         return None
 
+    def frontend_input_shape(self, in_chans: int = 3) -> tuple[int, ...]:
+        """One example as :meth:`frontend` takes it (photos: the network input itself)."""
+        return self.net_input_shape(in_chans)
+
+    def describe(self) -> str:
+        """How to make the bare network's input, in one line (scripts, logs)."""
+        return (f"RGB resized ({self.interpolation}) to {self.size} px, x/255, minus mean {list(self.mean)}, "
+                f"divided by std {list(self.std)}")
+
     def input_maker(self) -> Callable[[Any], torch.Tensor]:
         """Decoded photos (any sizes) -> ``float32 [B, 3, size, size]`` (:func:`~birdvision.data.photos.transforms.photo_tensor`)."""
         from birdvision.data.photos.transforms import photo_tensor
@@ -156,6 +170,10 @@ class AudioSpec:
 
     kind: ClassVar[str] = "audio"
     is_audio: ClassVar[bool] = True
+    raw_dtype: ClassVar[str] = "float32"  # a window of samples in [-1, 1]
+    full_input_kind: ClassVar[str] = "waveform"
+    bare_input_kind: ClassVar[str] = "mel"
+    input_kinds: ClassVar[tuple[str, ...]] = ("waveform", "mel")
 
     sample_rate: int
     clip_seconds: float
@@ -211,6 +229,14 @@ class AudioSpec:
     def raw_input_shape(self) -> tuple[int | None, ...]:
         """One raw example: a mono window of samples."""
         return (self.clip_samples,)
+
+    def frontend_input_shape(self, in_chans: int | None = None) -> tuple[int, ...]:
+        """One example as :meth:`frontend` takes it: a window of samples."""
+        return (self.clip_samples,)
+
+    def describe(self) -> str:
+        """How to make the bare network's input, in one line (scripts, logs)."""
+        return f"log-mel of {self.clip_seconds} s at {self.sample_rate} Hz (mel spec in model.onnx metadata)"
 
     def frontend(self) -> nn.Module:
         """The mel frontend rebuilt from its parameters (eval mode, CPU): waveforms ``[B, samples]`` -> ``[B, C, mels, frames]``."""

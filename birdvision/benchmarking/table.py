@@ -62,10 +62,7 @@ class _Timed(torch.nn.Module):
 def timed_module(ck: Checkpoint) -> tuple[torch.nn.Module, torch.Tensor]:
     """What PyTorch timings time (module docstring), and a batch-1 example input for it."""
     spec = ck.spec
-    if spec.is_audio:
-        example = torch.randn(1, spec.clip_samples) * 0.1
-    else:
-        example = torch.randn(1, *spec.net_input_shape(int(ck.meta.get("in_chans", 3))))
+    example = torch.randn(1, *spec.frontend_input_shape(int(ck.meta.get("in_chans", 3)))) * 0.1
     return _Timed(spec.frontend(), ck.classifier()).eval(), example
 
 

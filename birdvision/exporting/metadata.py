@@ -128,7 +128,7 @@ def check_export(session: Any, meta: dict[str, Any], source: str | Path) -> None
     if kind not in INPUT_KINDS:
         raise CheckpointError(f"{source}: metadata input_kind={kind!r} (expected one of {', '.join(INPUT_KINDS)})")
     spec = spec_from_dict(meta["preprocess"])
-    if (kind in ("waveform", "mel")) != spec.is_audio:
+    if kind not in spec.input_kinds:
         raise CheckpointError(f"{source}: input_kind={kind!r} does not fit a {spec.kind} preprocessing spec")
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or not outputs:

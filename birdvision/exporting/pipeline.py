@@ -99,8 +99,8 @@ def export_checkpoint(cfg: ExportConfig | Any) -> ExportResult:
     if cfg.preprocess_in_graph:
         pre = (graphs.audio_pre_graph(pre_spec, net, cfg.opset) if audio
                else graphs.image_pre_graph(pre_spec, net, max(cfg.opset, graphs.RESIZE_OPSET)))
-    full_kind = ("waveform" if audio else "uint8_nhwc_any") if pre is not None else ("mel" if audio else "float_nchw")
-    bare_kind = "mel" if audio else "float_nchw"
+    full_kind = spec.full_input_kind if pre is not None else spec.bare_input_kind
+    bare_kind = spec.bare_input_kind
     write_text(out / "labels.txt", "".join(f"{c}\n" for c in meta["classes"]))
 
     def save_and_gate(role: str, name: str, model_proto, precision: str, kind: str) -> Path | None:
@@ -293,7 +293,7 @@ def _tensorrt(res: ExportResult, cfg: Any, meta: dict[str, Any], net, post, cali
     from birdvision.exporting.variants import quantize_int8
 
     out = res.output_dir
-    kind = "mel" if spec_from_dict(meta["preprocess"]).is_audio else "float_nchw"
+    kind = spec_from_dict(meta["preprocess"]).bare_input_kind
 
     def save(name: str, proto, precision: str) -> Path:
         return graphs.save_model(set_metadata(proto, build_metadata(meta, input_kind=kind, precision=precision)),

@@ -166,11 +166,7 @@ def _calibrator(trt, batches: list[Path], cache: Path):
 
 def input_note(preprocess: dict) -> str:
     """How to make the engine's input from a photo or a waveform window, for the script's header."""
-    spec = spec_from_dict(preprocess)
-    if spec.is_audio:
-        return f"log-mel of {spec.clip_seconds} s at {spec.sample_rate} Hz (mel spec in model.onnx metadata)"
-    return (f"RGB resized ({spec.interpolation}) to {spec.size} px, x/255, "
-            f"minus mean {list(spec.mean)}, divided by std {list(spec.std)}")
+    return spec_from_dict(preprocess).describe()
 
 
 def write_script(out_dir: Path, shape: tuple[int, int, int], max_batch: int, backbone: str, reason: str,

@@ -94,7 +94,7 @@ class Predictor:
 
     @property
     def input_dtype(self) -> type:
-        return np.float32 if self.is_audio else np.uint8
+        return np.dtype(self.spec.raw_dtype).type
 
     @property
     def species(self) -> list[str] | None:
