@@ -106,8 +106,9 @@ def resolve_resume(resume: str, output_dir: str | Path, recipe: str) -> tuple[Pa
         if ck is None:
             raise RunError(f"resume={p}: the folder has no {CHECKPOINTS}/last.ckpt or epoch=N.ckpt")
         return p, ck
-    if p.is_file():
-        return run_dir_of(p), p
+    if p.is_file():  # continue in its run folder only when birdvision wrote one there (its config)
+        run = run_dir_of(p)
+        return (run if run is not None and (run / "config.yaml").is_file() else None), p
     raise RunError(f"resume={resume}: expected 'latest', a run folder or a checkpoint file (none at {p})")
 
 
