@@ -158,6 +158,6 @@ def build_audio_datasets(cfg: DictConfig, found: Discovery, recordings: list[Sam
     pre = audio_preprocess(cfg)
     return Pipeline(
         windows, classes, datasets, pre, in_chans=pre.in_chans, skipped=skipped, origin=found.origin,
-        batch_transform=MelFrontend.from_spec(pre.mel), train_batch_transform=spec_aug,
+        batch_transform=pre.frontend(), train_batch_transform=spec_aug,
         background_class=background,
     )
