@@ -53,8 +53,6 @@ def discover_samples(cfg: DictConfig) -> Discovery:
 
 def build_pipeline(cfg: DictConfig) -> Pipeline:
     """Discover, split and check the data, then build datasets for the configured mode."""
-    if cfg.data.mode not in MODES:
-        raise DataSourceError(f"data.mode must be 'image' or 'audio', got {cfg.data.mode!r}")
     if cfg.data.shards:
         return build_shard_pipeline(cfg)
     found = discover_samples(cfg)

@@ -87,7 +87,9 @@ def join_copies(samples: list[Sample]) -> None:
     first_of: dict[str, str] = {}
     for s in samples:
         if s.sha256:
-            s.group = first_of.setdefault(s.sha256, s.group or s.path)
+            first = first_of.setdefault(s.sha256, s.group or s.path)
+            if first != (s.group or s.path):  # a copy: a sample without copies keeps its group as it was
+                s.group = first
 
 
 def assign_splits(samples: list[Sample], *, valid_fraction: float, test_fraction: float, seed: int,
